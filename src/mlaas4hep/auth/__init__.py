@@ -1,0 +1,1 @@
+"""mlaas4hep.auth"""
