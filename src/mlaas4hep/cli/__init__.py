@@ -21,9 +21,21 @@ from mlaas4hep.errors import Mlaas4hepError
 
 # name -> (module, one-line help). Add a command by adding a module and a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "token": ("mlaas4hep.cli.token", "mint a token from the local issuer (single-user use)"),
+    "login": ("mlaas4hep.cli.login", "get a token from an OIDC issuer (device flow) and store it"),
+    "predict": ("mlaas4hep.cli.predict", "send rows (.json/.root) to a served model"),
     "inspect": ("mlaas4hep.cli.inspect_file", "show the schema of a ROOT file (branches, types)"),
     "sample-data": ("mlaas4hep.cli.sample_data", "write NanoAOD-like signal/background files"),
     "stats": ("mlaas4hep.cli.stats", "first-pass statistics of ROOT files (cached)"),
+    "preview": ("mlaas4hep.cli.preview", "feature table, cut flow and feature stats of a spec"),
+    "convert-legacy": ("mlaas4hep.cli.convert_legacy", "convert old MLaaS4HEP inputs to a spec"),
+    "run": ("mlaas4hep.cli.run", "run a pipeline locally: preprocess, train, export (bundle)"),
+    "serve": ("mlaas4hep.cli.serve", "run the service (job API + executor) on 127.0.0.1"),
+    "submit": ("mlaas4hep.cli.submit", "submit a pipeline to the service (--wait: follow it)"),
+    "jobs": ("mlaas4hep.cli.jobs", "list your jobs on the service"),
+    "logs": ("mlaas4hep.cli.logs", "print a job's log (-f: follow it)"),
+    "cancel": ("mlaas4hep.cli.cancel", "cancel a queued or running job"),
+    "download": ("mlaas4hep.cli.download", "download a succeeded job's artifacts"),
 }
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,188 @@
+"""The FastAPI application factory: everything is built here, once, from the settings.
+
+``create_app(settings)`` wires the job store, the dataset store, the job service, the
+local executor (started and stopped with the app), the authenticator and the routers
+(one per resource, under ``/api/v1``). Nothing lives at module level, so several apps
+(tests, replicas in one process) never share state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol, cast
+
+from fastapi import APIRouter, FastAPI
+
+from mlaas4hep import __version__
+from mlaas4hep.api import errors
+from mlaas4hep.api.deps import local_issuer_router, principal_dependency
+from mlaas4hep.api.routes_datasets import datasets_router
+from mlaas4hep.api.routes_health import health_router
+from mlaas4hep.api.routes_jobs import jobs_router
+from mlaas4hep.api.schemas import API_PREFIX, Problem
+from mlaas4hep.auth.factory import create_authenticator
+from mlaas4hep.auth.policy import INFERENCE_SCOPE, has_scope, model_scope
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.auth.tokens import Authenticator
+from mlaas4hep.config import Settings
+from mlaas4hep.jobs.datasets import DatasetStore
+from mlaas4hep.jobs.executor_local import LocalExecutor
+from mlaas4hep.jobs.service import JobService, SpecValidator, pipeline_validator
+from mlaas4hep.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class SupportsAuthenticate(Protocol):
+    """What the app needs from an authenticator (tests may pass a simple one)."""
+
+    def authenticate(
+        self,
+        authorization_header: str | None,
+        peer: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Principal: ...
+
+
+def create_app(
+    settings: Settings,
+    *,
+    authenticator: SupportsAuthenticate | None = None,
+    spec_validator: SpecValidator = pipeline_validator,
+    run_executor: bool = True,
+    with_inference: bool = False,
+    extra_routers: Iterable[APIRouter] = (),
+) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: see :mod:`mlaas4hep.config`.
+        authenticator: defaults to the one the ``auth`` settings describe (the local
+            issuer on loopback when nothing else is configured).
+        spec_validator: checks a submitted spec (default: the pipeline spec).
+        run_executor: start the local executor with the app (when ``executor.workers``
+            > 0); False for an API-only replica.
+        with_inference: also serve the model inference routes (V2 and TFaaS) from
+            ``settings.inference``, authenticated by the same authenticator.
+        extra_routers: more routers (inference, UI) mounted as they are.
+
+    Raises:
+        SpecError: invalid settings (database URL, auth, sandbox mode).
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.db_url)
+    datasets = DatasetStore(store, settings)
+    service = JobService(store, datasets, settings, spec_validator)
+    executor = None
+    if run_executor and settings.executor.workers > 0:
+        executor = LocalExecutor(store, settings)
+
+    routers: list[APIRouter] = list(extra_routers)
+    if authenticator is None:
+        setup = create_authenticator(
+            settings.auth, data_dir=settings.data_dir, listen_host=settings.host
+        )
+        authenticator = setup.authenticator
+        if setup.local_issuer is not None:
+            routers.append(local_issuer_router(setup.local_issuer))
+    # principal_dependency only calls .authenticate(); a test double fits the same slot.
+    principal = principal_dependency(cast(Authenticator, authenticator))
+    services: list[Service] = []
+    if with_inference:
+        inference = _inference(settings, authenticator)
+        routers.append(inference.router)
+        services.append(inference)
+
+    app = FastAPI(
+        title="mlaas4hep",
+        version=__version__,
+        summary="Machine Learning as a Service for HEP: submit pipelines, follow, download.",
+        lifespan=_lifespan(store, executor, services),
+    )
+    errors.install(app)
+    app.include_router(health_router(store, executor))
+    app.include_router(jobs_router(service, principal), prefix=API_PREFIX)
+    app.include_router(datasets_router(datasets, principal), prefix=API_PREFIX)
+    for router in routers:
+        app.include_router(router)
+    _add_problem_schema(app)
+    app.state.settings, app.state.service, app.state.executor = settings, service, executor
+    return app
+
+
+class Service(Protocol):
+    """Something started and stopped with the app (the inference service)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class RoutedService(Service, Protocol):
+    """A service that also brings routes."""
+
+    @property
+    def router(self) -> APIRouter: ...
+
+
+def _inference(settings: Settings, authenticator: SupportsAuthenticate) -> RoutedService:
+    from mlaas4hep.serve.app import create_inference_service
+    from mlaas4hep.serve.settings import InferenceSettings
+
+    def authenticate(header: str | None, peer: str | None) -> Principal:
+        return authenticator.authenticate(header, peer)
+
+    inference_settings = InferenceSettings.from_mapping(settings.inference, settings.data_dir)
+    return create_inference_service(
+        inference_settings, authenticate=authenticate, authorize=model_policy
+    )
+
+
+def model_policy(principal: Principal, action: str, model: str) -> bool:
+    """Model actions by WLCG storage scopes: ``infer`` needs ``storage.read:/models/NAME``
+    or the service scope ``mlaas.infer``; read/create/modify the matching storage scope."""
+    if action == "infer":
+        return has_scope(principal, INFERENCE_SCOPE) or has_scope(
+            principal, model_scope("read", model)
+        )
+    return has_scope(principal, model_scope(action, model))
+
+
+def _lifespan(
+    store: JobStore, executor: LocalExecutor | None, services: list[Service]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for service in services:
+            await service.start()
+        if executor is not None:
+            executor.start()
+            if not executor.sandboxed:
+                log.warning("bwrap not found: jobs run without a sandbox (limits still apply)")
+        try:
+            yield
+        finally:
+            if executor is not None:
+                executor.stop()
+            for service in reversed(services):
+                await service.stop()
+            store.close()
+
+    return lifespan
+
+
+def _add_problem_schema(app: FastAPI) -> None:
+    # The routers' error responses point at #/components/schemas/Problem.
+    original = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = cast(dict[str, dict[str, object]], schema.setdefault("components", {}))
+            components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,128 @@
+"""FastAPI dependencies for authentication and scope checks.
+
+The app factory builds one :class:`~mlaas4hep.auth.tokens.Authenticator` and one
+dependency from it, then every route asks for the caller::
+
+    principal = principal_dependency(authenticator)
+    can_submit = require_scope(principal, "compute.create")
+
+    @router.post("/jobs")
+    def submit(spec: Spec, caller: Principal = Depends(can_submit)) -> Job: ...
+
+Write the dependency as a parameter default (B008 is a FastAPI false positive): with
+``from __future__ import annotations``, ``Annotated[Principal, Depends(principal)]`` is a
+string that FastAPI evaluates in module globals, where a closure's ``principal`` is not
+found, and the parameter silently becomes a query parameter (422).
+
+Failures become HTTP errors here, so routes never see an unauthenticated request:
+``AuthError`` -> 401 with ``WWW-Authenticate: Bearer``, ``PermissionDenied`` -> 403, an
+unreachable issuer (``KeyFetchError``) -> 503 with ``Retry-After``.
+Bodies carry a short reason only (never the token, never validation internals).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from mlaas4hep.auth.jwks import KeyFetchError
+from mlaas4hep.auth.local_issuer import LocalIssuer
+from mlaas4hep.auth.policy import require_scope as _require_scope
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.auth.tokens import Authenticator
+from mlaas4hep.errors import AuthError, PermissionDenied
+
+log = logging.getLogger(__name__)
+
+
+def unauthorized(reason: str, *, token_sent: bool = True) -> HTTPException:
+    """A 401 with the RFC 6750 challenge (``error="invalid_token"`` when one was sent)."""
+    challenge = 'Bearer realm="mlaas4hep"'
+    if token_sent:
+        challenge += f', error="invalid_token", error_description="{reason}"'
+    return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": challenge})
+
+
+def forbidden(reason: str) -> HTTPException:
+    """A 403 for an authenticated caller lacking a scope or ownership."""
+    return HTTPException(status_code=403, detail=reason)
+
+
+def principal_dependency(authenticator: Authenticator) -> Callable[..., Principal]:
+    """The dependency that authenticates a request and returns its :class:`Principal`.
+
+    It reads the ``Authorization`` header, the TCP peer (``request.client.host``) and, for
+    the oauth2-proxy mode, the forwarded identity headers. It is a sync function on
+    purpose: FastAPI runs it in a worker thread, so a JWKS fetch never blocks the loop.
+    """
+
+    def principal(request: Request) -> Principal:
+        peer = request.client.host if request.client else None
+        try:
+            return authenticator.authenticate(
+                request.headers.get("authorization"), peer, request.headers.items()
+            )
+        except PermissionDenied as exc:
+            raise forbidden(str(exc)) from exc
+        except KeyFetchError as exc:
+            # The issuer is down or misconfigured: not the caller's fault, so no 401 that
+            # would send them to log in again.
+            log.warning("cannot validate tokens: %s", exc)
+            raise HTTPException(
+                status_code=503,
+                detail="token issuer unreachable; try again later",
+                headers={"Retry-After": "30"},
+            ) from exc
+        except AuthError as exc:
+            # The reason is one of the fixed, client-safe phrases of auth.tokens.
+            log.info("rejected credentials from %s: %s", peer, exc)
+            sent = bool(request.headers.get("authorization"))
+            raise unauthorized(_safe_reason(exc), token_sent=sent) from exc
+
+    return principal
+
+
+def require_scope(principal: Callable[..., Principal], needed: str) -> Callable[..., Principal]:
+    """A dependency that authenticates and then demands scope ``needed`` (403 naming it)."""
+
+    # A default, not ``Annotated[..., Depends(principal)]``: with postponed annotations
+    # FastAPI would evaluate that string in module globals, where ``principal`` is unknown.
+    def checked(caller: Principal = Depends(principal)) -> Principal:  # noqa: B008
+        try:
+            _require_scope(caller, needed)
+        except PermissionDenied as exc:
+            raise forbidden(str(exc)) from exc
+        return caller
+
+    return checked
+
+
+def local_issuer_router(local: LocalIssuer) -> APIRouter:
+    """Routes publishing the local issuer's discovery document and JWKS (no auth).
+
+    Mounted at the issuer URL's path, so ``<service>/mlaas4hep/local-issuer/jwks`` shows
+    the key the service itself uses (validation reads it in-process).
+    """
+    router = APIRouter(prefix=urlsplit(local.issuer).path.rstrip("/"), tags=["auth"])
+
+    @router.get("/.well-known/openid-configuration")
+    def discovery() -> dict[str, Any]:
+        return local.discovery_document()
+
+    @router.get("/jwks")
+    def jwks() -> dict[str, Any]:
+        return local.jwks()
+
+    return router
+
+
+def _safe_reason(exc: AuthError) -> str:
+    # Messages of key-fetch failures name URLs; clients only learn that validation failed.
+    text = str(exc)
+    if len(text) > 100 or '"' in text or "http" in text:
+        return "token could not be validated"
+    return text

@@ -1,0 +1,150 @@
+"""The one table from domain errors to HTTP, and RFC 9457 problem+json responses.
+
+Clients never see a traceback: unexpected exceptions become a 500 problem carrying a
+reference id that is also logged with the traceback. 401 answers carry
+``WWW-Authenticate: Bearer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlaas4hep.errors import (
+    AuthError,
+    Conflict,
+    DataSourceError,
+    ExpressionError,
+    Mlaas4hepError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    SpecError,
+    UnsafeArchiveError,
+)
+from mlaas4hep.jobs.store import IdempotencyKeyReused
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "urn:mlaas4hep:problem:"
+CHALLENGE = 'Bearer realm="mlaas4hep"'
+
+#: Most specific first: the first ``isinstance`` match decides (status, problem slug).
+ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
+    (IdempotencyKeyReused, 422, "idempotency-key-reused"),
+    (PermissionDenied, 403, "forbidden"),
+    (AuthError, 401, "unauthorized"),
+    (NotFound, 404, "not-found"),
+    (Conflict, 409, "conflict"),
+    (PayloadTooLarge, 413, "payload-too-large"),
+    (SpecError, 422, "invalid-spec"),
+    (ExpressionError, 422, "invalid-expression"),
+    (UnsafeArchiveError, 422, "unsafe-archive"),
+    (DataSourceError, 422, "data-source"),
+    (Mlaas4hepError, 400, "bad-request"),
+)
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def status_of(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and problem slug for a domain error."""
+    for cls, status, slug in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return status, slug
+    return 500, "internal"
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + (slug or str(status)),
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        **extra,
+    }
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", CHALLENGE)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    status, slug = status_of(exc)
+    return problem(status, str(exc), slug=slug, instance=request.url.path)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+    headers = dict(exc.headers or {})
+    return problem(exc.status_code, detail, instance=request.url.path, headers=headers)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    listed = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+    return problem(
+        422,
+        f"invalid request: {listed}",
+        slug="invalid-request",
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    ref = uuid.uuid4().hex[:12]
+    log.error("unhandled error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+    detail = f"internal error (reference {ref}); the server log has the details"
+    return problem(500, detail, slug="internal", instance=request.url.path)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on *app*."""
+    app.add_exception_handler(Mlaas4hepError, _domain)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+#: For ``responses=`` on routers: documents the problem answers in the OpenAPI schema.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": _TITLES[code],
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for code in (400, 401, 403, 404, 409, 413, 422)
+}

@@ -1,0 +1,45 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, executor alive).
+
+No authentication: probes of load balancers and Kubernetes call these.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from mlaas4hep.api.schemas import Health
+from mlaas4hep.jobs.executor_local import LocalExecutor
+from mlaas4hep.jobs.store import JobStore
+
+
+def health_router(store: JobStore, executor: LocalExecutor | None) -> APIRouter:
+    """Liveness and readiness; *executor* None when this process runs no jobs."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        """200 while the process serves requests."""
+        return Health(status="ok")
+
+    @router.get(
+        "/readyz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "not ready"}},
+    )
+    def readyz() -> JSONResponse:
+        """200 when the database answers and the executor (if any) runs; else 503."""
+        checks = {"database": "ok"}
+        try:
+            store.ping()
+        except SQLAlchemyError as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        if executor is not None:
+            checks["executor"] = "ok" if executor.alive else "stopped"
+            checks["sandbox"] = "bwrap" if executor.sandboxed else "none (bwrap not installed)"
+        ready = checks["database"] == "ok" and checks.get("executor", "ok") == "ok"
+        body = Health(status="ok" if ready else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    return router

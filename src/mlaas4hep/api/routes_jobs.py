@@ -1,0 +1,249 @@
+"""``/api/v1/jobs``: submit, list, inspect, follow logs, cancel, delete, download.
+
+Routes hold no logic: check the caller (the auth dependency plus a scope), call one
+:class:`~mlaas4hep.jobs.service.JobService` method, map the result. Another user's job is
+a 404, exactly like a job that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from mlaas4hep.api.deps import require_scope
+from mlaas4hep.api.errors import PROBLEM_RESPONSES
+from mlaas4hep.api.schemas import ArtifactList, Job, JobList
+from mlaas4hep.auth.policy import require_scope as require_scope_of
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.errors import PayloadTooLarge, SpecError
+from mlaas4hep.jobs.service import JobService, UserFile, input_paths, parse_spec
+from mlaas4hep.jobs.states import State
+from mlaas4hep.jobs.store import JobRecord
+
+_LOG_POLL_S = 0.5
+_LOG_CHUNK = 64 * 1024
+_SPEC_TYPES = (
+    "application/json",
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/plain",
+)
+_SPEC_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "the pipeline spec as JSON or YAML; or multipart with a 'spec' part "
+        "and small user files (e.g. a model module) as further parts",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/yaml": {"schema": {"type": "string"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "string", "format": "binary"},
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    },
+                    "required": ["spec"],
+                }
+            },
+        },
+    }
+}
+
+
+def owner_filter(caller: Principal) -> str | None:
+    """The owner key listings and lookups are restricted to (None for admins)."""
+    return None if caller.is_admin else caller.key
+
+
+def jobs_router(service: JobService, principal: Callable[..., Principal]) -> APIRouter:
+    """The job routes, authenticated by the *principal* dependency."""
+    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+    # Dependencies as defaults, not Annotated aliases: aliases local to this factory
+    # cannot be resolved from the postponed (string) annotations.
+    can_create = Depends(require_scope(principal, "compute.create"))
+    can_read = Depends(require_scope(principal, "compute.read"))
+    can_cancel = Depends(require_scope(principal, "compute.cancel"))
+    can_modify = Depends(require_scope(principal, "compute.modify"))
+
+    @router.post("", status_code=201, response_model=Job, openapi_extra=_SPEC_BODY)
+    async def submit(
+        request: Request,
+        response: Response,
+        caller: Principal = can_create,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=256)
+        ] = None,
+    ) -> Job:
+        """Queue a pipeline. A replay of the same ``Idempotency-Key`` and body returns the
+        same job (200); the same key with another body is refused (422)."""
+        doc, files = await _read_submission(request, service)
+        for path in input_paths(doc):  # reading input data needs storage.read:<path>
+            require_scope_of(caller, f"storage.read:{path}")
+        job, created = await run_in_threadpool(
+            service.submit, caller.key, doc, files, idempotency_key
+        )
+        response.status_code = 201 if created else 200
+        response.headers["Location"] = f"{request.url.path}/{job.id}"
+        return Job.of(job)
+
+    @router.get("", response_model=JobList)
+    def list_jobs(
+        caller: Principal = can_read,
+        state: Annotated[list[State] | None, Query(description="repeat to allow several")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=100)] = None,
+    ) -> JobList:
+        """Your jobs, newest first, one page at a time."""
+        jobs, nxt = service.list_jobs(owner_filter(caller), state or (), limit, cursor)
+        return JobList(items=[Job.of(j) for j in jobs], next_cursor=nxt)
+
+    @router.get("/{job_id}", response_model=Job)
+    def get_job(job_id: str, caller: Principal = can_read) -> Job:
+        """State, timestamps, progress (events, epoch, ETA, metrics) and outcome."""
+        return Job.of(service.get(job_id, owner_filter(caller)))
+
+    @router.get(
+        "/{job_id}/logs",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    def get_logs(
+        job_id: str,
+        caller: Principal = can_read,
+        follow: bool = False,
+        attempt: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    ) -> StreamingResponse:
+        """The log of the latest (or the given) attempt; ``follow=true`` streams until the
+        job ends."""
+        job = service.get(job_id, owner_filter(caller))
+        path = service.log_path(job, attempt)
+        stream = _follow(service, job, path, attempt) if follow else _read_once(path)
+        return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
+
+    @router.post("/{job_id}/cancel", status_code=202, response_model=Job)
+    def cancel(job_id: str, caller: Principal = can_cancel) -> Job:
+        """Cancel: a queued job at once, a running one within a heartbeat (its processes
+        get SIGTERM, then SIGKILL after the grace period)."""
+        job, _ = service.cancel(job_id, owner_filter(caller))
+        return Job.of(job)
+
+    @router.delete("/{job_id}", status_code=204, response_class=Response)
+    def delete(job_id: str, caller: Principal = can_modify) -> Response:
+        """Delete a finished job with its files (409 while it is queued or running)."""
+        service.delete(job_id, owner_filter(caller))
+        return Response(status_code=204)
+
+    @router.get("/{job_id}/artifacts", response_model=ArtifactList)
+    def list_artifacts(job_id: str, caller: Principal = can_read) -> ArtifactList:
+        """The files of a succeeded job (model.onnx, metrics.json, plots, ...)."""
+        job = service.get(job_id, owner_filter(caller))
+        return ArtifactList.of(job.id, service.artifacts(job))
+
+    @router.get(
+        "/{job_id}/artifacts/{name:path}",
+        response_class=FileResponse,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )
+    def get_artifact(job_id: str, name: str, caller: Principal = can_read) -> FileResponse:
+        """One artifact, or ``bundle.tar.gz`` with all of them."""
+        job = service.get(job_id, owner_filter(caller))
+        path = service.artifact_path(job, name)
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media, filename=Path(name).name)
+
+    return router
+
+
+async def _read_submission(
+    request: Request, service: JobService
+) -> tuple[dict[str, Any], list[UserFile]]:
+    uploads = service.settings.uploads
+    cap = uploads.spec_bytes + uploads.job_files_bytes + 64 * 1024  # + multipart framing
+    body = await _read_capped(request, cap)
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if ctype == "multipart/form-data":
+        return await _read_multipart(request, body, service)
+    if ctype not in _SPEC_TYPES:
+        msg = f"unsupported content type {ctype!r}; send JSON, YAML or multipart/form-data"
+        raise SpecError(msg)
+    return parse_spec(body, uploads.spec_bytes), []
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        msg = f"the request body is {declared} bytes; the limit is {cap}"
+        raise PayloadTooLarge(msg)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            msg = f"the request body exceeds the limit of {cap} bytes"
+            raise PayloadTooLarge(msg)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_multipart(
+    request: Request, body: bytes, service: JobService
+) -> tuple[dict[str, Any], list[UserFile]]:
+    uploads = service.settings.uploads
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    replayed = Request(request.scope, replay)
+    form = await replayed.form(
+        max_files=uploads.job_files + 1, max_fields=8, max_part_size=uploads.spec_bytes
+    )
+    try:
+        spec_part = form.get("spec")
+        if spec_part is None:
+            raise SpecError("the multipart request has no 'spec' part; add -F spec=@pipeline.yaml")
+        raw = await spec_part.read() if isinstance(spec_part, UploadFile) else spec_part.encode()
+        doc = parse_spec(raw, uploads.spec_bytes)
+        files = []
+        for key, value in form.multi_items():
+            if key != "spec" and isinstance(value, UploadFile):
+                files.append(UserFile(value.filename or key, await value.read()))
+        return doc, files
+    finally:
+        await form.close()
+
+
+async def _read_once(path: Path | None) -> AsyncIterator[bytes]:
+    if path is None or not path.exists():
+        return
+    with path.open("rb") as f:
+        while chunk := await run_in_threadpool(f.read, _LOG_CHUNK):
+            yield chunk
+
+
+async def _follow(
+    service: JobService, job: JobRecord, path: Path | None, attempt: int | None
+) -> AsyncIterator[bytes]:
+    offset = 0
+    while True:
+        if path is not None and path.exists():
+            with path.open("rb") as f:
+                f.seek(offset)
+                while chunk := f.read(_LOG_CHUNK):
+                    offset += len(chunk)
+                    yield chunk
+        if job.state.terminal:
+            return
+        await asyncio.sleep(_LOG_POLL_S)
+        job = await run_in_threadpool(service.get, job.id, None)
+        if attempt is None and (path is None or job.attempt > int(path.stem.split("-")[1])):
+            # A new attempt started (requeue): continue with its log.
+            path, offset = service.log_path(job), 0

@@ -1,0 +1,178 @@
+"""Response bodies of the job and dataset API (pydantic; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mlaas4hep.jobs import progress as prog
+from mlaas4hep.jobs.datasets import Dataset
+from mlaas4hep.jobs.service import Artifact
+from mlaas4hep.jobs.states import State
+from mlaas4hep.jobs.store import JobRecord
+
+API_PREFIX = "/api/v1"
+
+
+def iso(ts: float | None) -> datetime | None:
+    """UNIX seconds -> an aware UTC datetime (ISO 8601 in JSON)."""
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = Field(description="URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="for 422: one entry per invalid field (loc, msg)"
+    )
+
+
+class Progress(BaseModel):
+    """What the running job last reported."""
+
+    phase: str | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    events: int | None = Field(default=None, description="events processed so far")
+    total: int | None = Field(default=None, description="events to process")
+    eta_seconds: float | None = Field(default=None, description="estimate at the rate so far")
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class JobLinks(BaseModel):
+    """Where to go next."""
+
+    self: str
+    logs: str
+    artifacts: str
+    cancel: str
+
+
+class Job(BaseModel):
+    """A job: state, timestamps, progress, outcome."""
+
+    id: str
+    name: str
+    state: State
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempt: int = Field(description="attempts started so far (a requeue starts another)")
+    max_attempts: int
+    cancel_requested: bool
+    reason: str | None = Field(description="why it failed, was cancelled or requeued")
+    progress: Progress | None
+    links: JobLinks
+
+    @classmethod
+    def of(cls, job: JobRecord) -> Job:
+        base = f"{API_PREFIX}/jobs/{job.id}"
+        progress = None
+        if job.progress is not None:
+            p = job.progress
+            progress = Progress(
+                **{k: p[k] for k in ("phase", "epoch", "epochs", "events", "total") if k in p},
+                metrics=p.get("metrics", {}),
+                eta_seconds=(
+                    prog.eta_seconds(p, job.started_at, time.time())
+                    if job.state is State.RUNNING
+                    else None
+                ),
+            )
+        return cls(
+            id=job.id,
+            name=job.name,
+            state=job.state,
+            created_at=iso(job.created_at),  # type: ignore[arg-type]
+            updated_at=iso(job.updated_at),  # type: ignore[arg-type]
+            started_at=iso(job.started_at),
+            finished_at=iso(job.finished_at),
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            cancel_requested=job.cancel_requested,
+            reason=job.reason,
+            progress=progress,
+            links=JobLinks(
+                self=base,
+                logs=f"{base}/logs",
+                artifacts=f"{base}/artifacts",
+                cancel=f"{base}/cancel",
+            ),
+        )
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[Job]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class ArtifactInfo(BaseModel):
+    """One downloadable file of a succeeded job."""
+
+    name: str
+    size: int | None = Field(description="bytes; null for the bundle, built on request")
+    url: str
+
+
+class ArtifactList(BaseModel):
+    """The files of a succeeded job; ``bundle.tar.gz`` holds them all."""
+
+    items: list[ArtifactInfo]
+
+    @classmethod
+    def of(cls, job_id: str, artifacts: list[Artifact]) -> ArtifactList:
+        base = f"{API_PREFIX}/jobs/{job_id}/artifacts"
+        return cls(
+            items=[
+                ArtifactInfo(
+                    name=a.name, size=a.size if a.size >= 0 else None, url=f"{base}/{a.name}"
+                )
+                for a in artifacts
+            ]
+        )
+
+
+class DatasetInfo(BaseModel):
+    """An uploaded ROOT file; use ``uri`` in a spec's ``files``."""
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    created_at: datetime
+    uri: str = Field(description="'dataset:NAME', for data.datasets[].files")
+
+    @classmethod
+    def of(cls, ds: Dataset) -> DatasetInfo:
+        return cls(
+            id=ds.id,
+            name=ds.name,
+            size=ds.size,
+            sha256=ds.sha256,
+            created_at=iso(ds.created_at),  # type: ignore[arg-type]
+            uri=f"dataset:{ds.name}",
+        )
+
+
+class DatasetList(BaseModel):
+    """The caller's datasets, newest first."""
+
+    items: list[DatasetInfo]
+
+
+class Health(BaseModel):
+    """Liveness / readiness."""
+
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,288 @@
+"""Bearer token validation: from an ``Authorization`` header to a :class:`Principal`.
+
+One code path for every issuer, the embedded local one included::
+
+    header ─► size cap ─► JOSE header (alg allow-list, kid, no crit) ─► iss allow-list
+           ─► issuer keys (discovery, JWKS cache) ─► signature, aud, exp/nbf/iat + leeway,
+              required claims ─► wlcg.ver ─► scopes/groups ─► Principal
+
+Failures raise :class:`AuthError` with a short reason that is safe to show to an
+unauthenticated client (it never echoes the token or the claims). Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from jwt.exceptions import (
+    ExpiredSignatureError,
+    ImmatureSignatureError,
+    InvalidAudienceError,
+    InvalidIssuedAtError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    MissingRequiredClaimError,
+    PyJWTError,
+)
+
+from mlaas4hep.auth.jwks import IssuerKeys
+from mlaas4hep.auth.local_issuer import LocalIssuer
+from mlaas4hep.auth.policy import effective_scopes
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.auth.proxy import TrustedProxies
+from mlaas4hep.auth.settings import (
+    ALLOWED_ALGORITHMS,
+    REQUIRED_CLAIMS,
+    AuthSettings,
+    IssuerSettings,
+)
+from mlaas4hep.errors import AuthError
+
+log = logging.getLogger(__name__)
+
+# PyJWT's messages can quote claim values; clients get these fixed reasons instead.
+_REASONS: tuple[tuple[type[PyJWTError], str], ...] = (
+    (ExpiredSignatureError, "token expired"),
+    (ImmatureSignatureError, "token not yet valid"),
+    (InvalidIssuedAtError, "token issued-at time is invalid"),
+    (InvalidAudienceError, "token audience is not this service"),
+    (InvalidIssuerError, "token issuer mismatch"),
+    (InvalidSignatureError, "token signature is invalid"),
+    (MissingRequiredClaimError, "token lacks a required claim"),
+)
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """An issuer's settings together with its key cache."""
+
+    settings: IssuerSettings
+    keys: IssuerKeys
+
+
+class Authenticator:
+    """Turns a request's credentials into a verified :class:`Principal`.
+
+    Built once by :func:`build_authenticator`; thread-safe (FastAPI runs sync dependencies
+    in a thread pool).
+    """
+
+    def __init__(self, settings: AuthSettings, issuers: Iterable[TrustedIssuer]) -> None:
+        self._settings = settings
+        self._issuers = {i.settings.issuer: i for i in issuers}
+        self._proxies = TrustedProxies(settings.trusted_proxies)
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        """The trusted issuer identifiers, for diagnostics and docs pages."""
+        return tuple(self._issuers)
+
+    def authenticate(
+        self,
+        authorization_header: str | None,
+        peer: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Principal:
+        """Validate the request's bearer token and return the caller.
+
+        Args:
+            authorization_header: the raw ``Authorization`` header value, if any.
+            peer: the TCP peer address; forwarded identity headers in ``headers`` are
+                read only when it is a configured trusted proxy.
+            headers: all request headers as (name, value) pairs (for the proxy mode).
+
+        Raises:
+            AuthError: no token, or the token is invalid (-> 401).
+        """
+        forwarded = self._proxies.extract(peer, headers)
+        if forwarded.access_token is not None:
+            principal = self.validate(forwarded.access_token)
+            _check_forwarded_user(principal, forwarded.user)
+            if not principal.groups and forwarded.groups:
+                principal = self._with_groups(principal, forwarded.groups)
+            return principal
+        if forwarded.present:
+            raise AuthError("proxy forwarded no access token; configure --pass-access-token")
+        return self.validate(bearer_token(authorization_header))
+
+    def validate(self, token: str) -> Principal:
+        """Validate one access token (compact JWS) and return its principal.
+
+        Raises:
+            AuthError: with a short, client-safe reason.
+        """
+        if len(token) > self._settings.max_token_bytes:
+            raise AuthError("token too large")
+        header = _jose_header(token)
+        issuer = self._issuers.get(_unverified_issuer(token))
+        if issuer is None:
+            raise AuthError("token issuer is not trusted")
+        key = issuer.keys.key_for(header["kid"], header["alg"])
+        claims = self._verify(token, key.key, header["alg"], issuer.settings)
+        _check_wlcg_version(claims)
+        return self._principal(claims, issuer.settings)
+
+    def _verify(self, token: str, key: Any, alg: str, issuer: IssuerSettings) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=list(issuer.audience),
+                issuer=issuer.issuer,
+                leeway=self._settings.leeway_s,
+                options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
+            )
+        except PyJWTError as exc:
+            reason = next((r for t, r in _REASONS if isinstance(exc, t)), "token is invalid")
+            raise AuthError(reason) from exc
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise AuthError("token subject is missing")
+        return claims
+
+    def _principal(self, claims: Mapping[str, Any], issuer: IssuerSettings) -> Principal:
+        groups = _string_list(claims.get("wlcg.groups"))
+        scope = claims.get("scope", "")
+        token_scopes = scope.split() if isinstance(scope, str) else _string_list(scope)
+        scopes = effective_scopes(
+            token_scopes, groups, issuer.groups, self._settings.extra_capabilities
+        )
+        name = next((claims[c] for c in issuer.name_claims if isinstance(claims.get(c), str)), None)
+        admin = self._settings.admin_group
+        return Principal(
+            issuer=claims["iss"],
+            subject=claims["sub"],
+            scopes=scopes,
+            groups=frozenset(groups),
+            name=name,
+            is_admin=admin is not None and admin in groups,
+        )
+
+    def _with_groups(self, principal: Principal, groups: frozenset[str]) -> Principal:
+        issuer = self._issuers[principal.issuer].settings
+        scopes = principal.scopes or effective_scopes((), groups, issuer.groups)
+        admin = self._settings.admin_group
+        return Principal(
+            issuer=principal.issuer,
+            subject=principal.subject,
+            scopes=scopes,
+            groups=groups,
+            name=principal.name,
+            is_admin=admin is not None and admin in groups,
+        )
+
+
+def bearer_token(authorization_header: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header.
+
+    Raises:
+        AuthError: the header is missing or uses another scheme.
+    """
+    if not authorization_header:
+        raise AuthError("missing bearer token")
+    scheme, _, token = authorization_header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise AuthError("authorization header is not 'Bearer <token>'")
+    return token
+
+
+def _jose_header(token: str) -> dict[str, Any]:
+    # Parsed here rather than by PyJWT so that each rejection gets its own reason.
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise AuthError("malformed token")
+    try:
+        raw = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise AuthError("malformed token") from exc
+    if not isinstance(header, dict):
+        raise AuthError("malformed token")
+    if header.get("alg") not in ALLOWED_ALGORITHMS:
+        raise AuthError("token algorithm not allowed")
+    if "crit" in header:
+        # RFC 7515 s4.1.11: we understand no extension, so any critical one is fatal.
+        raise AuthError("token uses an unsupported critical header")
+    if not isinstance(header.get("kid"), str) or not header["kid"]:
+        raise AuthError("token has no key id (kid)")
+    return header
+
+
+def _unverified_issuer(token: str) -> str:
+    # Read only to pick the issuer's keys; every claim is verified against them below.
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except PyJWTError as exc:
+        raise AuthError("malformed token") from exc
+    iss = claims.get("iss")
+    if not isinstance(iss, str):
+        raise AuthError("token has no issuer")
+    return iss
+
+
+def _check_wlcg_version(claims: Mapping[str, Any]) -> None:
+    ver = claims.get("wlcg.ver")
+    if ver is None:
+        return
+    if not isinstance(ver, str) or ver.split(".", 1)[0] != "1":
+        raise AuthError("unsupported wlcg.ver; this service speaks WLCG token profile 1.x")
+
+
+def _check_forwarded_user(principal: Principal, user: str | None) -> None:
+    if user is None:
+        return
+    if user not in {principal.subject, principal.name}:
+        raise AuthError("forwarded user does not match the forwarded access token")
+
+
+def _string_list(value: object) -> list[str]:
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def build_authenticator(
+    settings: AuthSettings,
+    *,
+    local: LocalIssuer | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> Authenticator:
+    """Build the authenticator with one key cache per trusted issuer.
+
+    Args:
+        settings: the auth settings.
+        local: a :class:`~mlaas4hep.auth.local_issuer.LocalIssuer` to trust as well; its
+            documents are served by an in-process transport, everything else is the same.
+        transport: HTTP transport for external issuers (tests may inject one).
+    """
+    issuers = [_trusted(s, settings, transport) for s in settings.issuers]
+    if local is not None:
+        issuers.append(_trusted(local.issuer_settings(), settings, local.transport()))
+    if not issuers:
+        log.warning("no trusted token issuer configured: every request will be rejected")
+    return Authenticator(settings, issuers)
+
+
+def _trusted(
+    issuer: IssuerSettings, settings: AuthSettings, transport: httpx.BaseTransport | None
+) -> TrustedIssuer:
+    client = httpx.Client(
+        transport=transport, timeout=settings.http_timeout_s, follow_redirects=False
+    )
+    keys = IssuerKeys(
+        issuer.issuer,
+        issuer.metadata_url,
+        client,
+        ttl_s=settings.jwks_ttl_s,
+        min_refresh_s=settings.jwks_min_refresh_s,
+        max_bytes=settings.max_document_bytes,
+    )
+    return TrustedIssuer(settings=issuer, keys=keys)

@@ -1,0 +1,22 @@
+"""``mlaas4hep cancel ID``: cancel a queued or running job."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlaas4hep.cli.client import ApiClient, add_client_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the job id (see `mlaas4hep jobs`)")
+    add_client_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    with ApiClient.from_args(args) as client:
+        job = client.cancel(args.job_id)
+    if job["state"] == "cancelled":
+        print(f"job {job['id']} cancelled")
+    else:
+        print(f"job {job['id']}: cancel requested; its processes are being stopped")
+    return 0

@@ -1,0 +1,45 @@
+"""``mlaas4hep download ID [--out DIR] [--bundle]``: fetch a succeeded job's artifacts.
+
+Each file is saved under DIR with its relative name (checked: nothing lands outside DIR);
+``--bundle`` saves the single ``bundle.tar.gz`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path, PurePosixPath
+
+from mlaas4hep.cli.client import ApiClient, add_client_arguments
+from mlaas4hep.errors import UnsafeArchiveError
+
+BUNDLE = "bundle.tar.gz"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the job id (see `mlaas4hep jobs`)")
+    parser.add_argument("--out", type=Path, help="target directory (default: ./<job id>)")
+    parser.add_argument("--bundle", action="store_true", help="download bundle.tar.gz only")
+    add_client_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.out or Path(args.job_id)
+    with ApiClient.from_args(args) as client:
+        if args.bundle:
+            path = client.download(args.job_id, BUNDLE, out / BUNDLE)
+            print(f"saved {path}")
+            return 0
+        names = [a["name"] for a in client.artifacts(args.job_id) if a["name"] != BUNDLE]
+        for name in names:
+            client.download(args.job_id, name, out / safe_relative(name))
+    print(f"saved {len(names)} files under {out}")
+    return 0
+
+
+def safe_relative(name: str) -> Path:
+    """*name* as a relative path that stays inside the target directory."""
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        msg = f"the server sent an unsafe artifact name {name!r}; refusing to write it"
+        raise UnsafeArchiveError(msg)
+    return Path(*pure.parts)

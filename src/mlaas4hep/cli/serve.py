@@ -1,0 +1,99 @@
+"""``mlaas4hep serve``: run the service with embedded defaults: the job API, the local
+executor and the model inference routes (V2, TFaaS) in one process.
+
+Without options: SQLite and job files in the data directory, two local job workers, the
+model repository in ``<data_dir>/models``, the local token issuer, on 127.0.0.1:8000.
+``--config`` points at a production YAML file (see docs/service.md); ``MLAAS4HEP_*``
+variables override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mlaas4hep.config import Settings, load_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="settings file (YAML)")
+    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default 8000)")
+    parser.add_argument("--data-dir", type=Path, help="where the database and job files live")
+    parser.add_argument("--workers", type=int, help="jobs run at once by this process")
+    parser.add_argument(
+        "--only",
+        choices=["api", "executor", "inference"],
+        help="run one role: the job API without executor, the executor alone, or inference",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings file and environment, overridden by the command-line options."""
+    settings = load_settings(args.config)
+    update: dict[str, object] = {}
+    for name in ("host", "port", "data_dir"):
+        if getattr(args, name, None) is not None:
+            update[name] = getattr(args, name)
+    if args.workers is not None:
+        update["executor"] = settings.executor.model_copy(update={"workers": args.workers})
+    return Settings.model_validate({**settings.model_dump(), **update})
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.only == "executor":
+        return _run_executor(settings)
+    import uvicorn
+
+    from mlaas4hep.api.app import create_app
+
+    if args.only == "inference":
+        app = _inference_app(settings)
+    else:
+        app = create_app(settings, run_executor=args.only != "api", with_inference=True)
+    print(
+        f"mlaas4hep: serving on http://{settings.host}:{settings.port} (data: {settings.data_dir})"
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _inference_app(settings: Settings) -> Any:
+    from mlaas4hep.api.app import model_policy
+    from mlaas4hep.auth.factory import create_authenticator
+    from mlaas4hep.serve.app import create_inference_app
+    from mlaas4hep.serve.settings import InferenceSettings
+
+    auth = create_authenticator(
+        settings.auth, data_dir=settings.data_dir, listen_host=settings.host
+    ).authenticator
+    return create_inference_app(
+        InferenceSettings.from_mapping(settings.inference, settings.data_dir),
+        authenticate=lambda header, peer: auth.authenticate(header, peer),
+        authorize=model_policy,
+    )
+
+
+def _run_executor(settings: Settings) -> int:
+    import signal
+    import threading
+
+    from mlaas4hep.jobs.executor_local import LocalExecutor
+    from mlaas4hep.jobs.store import JobStore
+
+    store = JobStore(settings.db_url)
+    executor = LocalExecutor(store, settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    executor.start()
+    print(f"mlaas4hep: executor {executor.worker_id} running {settings.executor.workers} workers")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.stop()
+        store.close()
+    return 0

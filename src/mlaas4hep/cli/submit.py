@@ -1,0 +1,96 @@
+"""``mlaas4hep submit pipeline.yaml [--file model.py] [--wait]``: queue a pipeline.
+
+With ``--wait`` a live progress bar follows the job (events or epochs, ETA, the latest
+metrics) and the exit status says how it ended: 0 succeeded, 1 failed or cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mlaas4hep.cli.client import ApiClient, add_client_arguments
+from mlaas4hep.errors import SpecError
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", type=Path, help="the pipeline spec (YAML or JSON)")
+    parser.add_argument(
+        "--file",
+        dest="files",
+        type=Path,
+        action="append",
+        default=[],
+        help="a small file the job needs (e.g. the model module); repeatable",
+    )
+    parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between updates")
+    parser.add_argument(
+        "--idempotency-key",
+        help="resubmitting with the same key returns the same job (default: a fresh key)",
+    )
+    add_client_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        spec = args.spec.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read the spec {str(args.spec)!r}: {exc.strerror}"
+        raise SpecError(msg) from exc
+    key = args.idempotency_key or uuid.uuid4().hex
+    with ApiClient.from_args(args) as client:
+        job = client.submit(spec, args.files, key)
+        print(f"submitted job {job['id']} ({job['name']})")
+        if not args.wait:
+            return 0
+        final = wait(client, job["id"], args.poll)
+    print(
+        f"job {final['id']} {final['state']}" + (f": {final['reason']}" if final["reason"] else "")
+    )
+    return 0 if final["state"] == "succeeded" else 1
+
+
+def wait(client: ApiClient, job_id: str, poll: float) -> dict[str, Any]:
+    """Poll until the job ends, drawing a progress bar; returns the final job."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[metrics]}"),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("queued", total=None, metrics="")
+        while True:
+            job = client.job(job_id)
+            _update(bar, task, job)
+            if job["state"] in TERMINAL:
+                return job
+            time.sleep(poll)
+
+
+def _update(bar: Any, task: Any, job: dict[str, Any]) -> None:
+    p = job.get("progress") or {}
+    if p.get("epochs"):
+        done, total = p.get("epoch", 0), p["epochs"]
+    else:
+        done, total = p.get("events") or 0, p.get("total")
+    phase = p.get("phase") or job["state"]
+    metrics = "  ".join(f"{k}={v:.4g}" for k, v in sorted((p.get("metrics") or {}).items())[:4])
+    bar.update(
+        task, description=f"{job['state']}: {phase}", completed=done, total=total, metrics=metrics
+    )

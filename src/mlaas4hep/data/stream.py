@@ -1,0 +1,255 @@
+"""Stream events from many files and datasets in chunks of bounded size.
+
+Memory depends on ``step_size`` and the branches asked for, never on the file size: each
+chunk holds at most ``step_size`` entries of only the requested branches (jagged ones stay
+jagged awkward arrays). Branches are selected by exact name (a ``filter_name`` predicate);
+uproot's ``expressions``/``cut``/``aliases`` are never used, because uproot evaluates those
+with Python ``eval``.
+
+``stream`` walks a ``DataSpec`` dataset by dataset and file by file; ``partitions`` cuts the
+same walk into independent ``(file, entry range)`` pieces for distributed executors, and
+``iterate_partition`` reads one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from mlaas4hep.data.schema import is_rntuple, rntuple_branches
+from mlaas4hep.data.sources import open_tree, resolve_files
+from mlaas4hep.errors import (
+    BranchNotFoundError,
+    DataSourceError,
+    Mlaas4hepError,
+    SpecError,
+    closest,
+)
+from mlaas4hep.spec import DatasetSpec, DataSpec
+
+Label = int | float | None
+
+
+@dataclass(frozen=True, eq=False)  # eq would compare awkward arrays element-wise
+class Chunk:
+    """At most ``step_size`` consecutive entries of one file.
+
+    ``arrays`` is an awkward record array with one field per requested branch, in the
+    order asked for; ``entry_start``/``entry_stop`` locate it in ``file``.
+    """
+
+    arrays: ak.Array
+    dataset: str
+    label: Label
+    file: str
+    entry_start: int
+    entry_stop: int
+
+    def __len__(self) -> int:
+        return self.entry_stop - self.entry_start
+
+
+@dataclass(frozen=True)
+class Partition:
+    """An independent piece of work: entries ``[entry_start, entry_stop)`` of one file."""
+
+    dataset: str
+    label: Label
+    file: str
+    tree: str | None
+    entry_start: int
+    entry_stop: int
+
+
+def iterate_file(
+    path: str,
+    tree: str | None,
+    branches: Sequence[str],
+    step_size: int,
+    *,
+    entry_start: int = 0,
+    entry_stop: int | None = None,
+    dataset: str = "",
+    label: Label = None,
+) -> Iterator[Chunk]:
+    """Yield chunks of at most ``step_size`` entries of ``branches`` from one file.
+
+    ``entry_stop`` is clipped to the number of entries. Raises the errors of ``open_tree``,
+    ``BranchNotFoundError`` (with the closest names) and ``DataSourceError`` when a basket
+    cannot be read.
+    """
+    names = _check_request(branches, step_size)
+    with open_tree(path, tree) as obj:
+        stop = obj.num_entries if entry_stop is None else min(entry_stop, obj.num_entries)
+        if entry_start >= stop:
+            return
+        reader = _rntuple_reader if is_rntuple(obj) else _ttree_reader
+        start = entry_start
+        try:
+            for arrays in reader(obj, path, names, step_size, entry_start, stop):
+                end = start + len(arrays)
+                yield Chunk(arrays, dataset, label, path, start, end)
+                start = end
+        except Mlaas4hepError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            msg = f"reading {path!r} failed near entry {start}: {exc}; the file may be corrupt"
+            raise DataSourceError(msg) from exc
+
+
+def stream(
+    data: DataSpec, branches: Sequence[str], *, datasets: Sequence[str] | None = None
+) -> Iterator[Chunk]:
+    """Yield chunks of every selected dataset (default: all, in spec order), file by file.
+
+    Each chunk carries its dataset's name and label. ``data.max_events`` caps each dataset
+    exactly. Raises ``SpecError`` for an unknown dataset name and the errors of
+    ``resolve_files`` and ``iterate_file``.
+    """
+    for ds in _select(data, datasets):
+        remaining = data.max_events
+        for path in _files(data, ds):
+            if remaining == 0:
+                break
+            for chunk in iterate_file(
+                path,
+                data.tree,
+                branches,
+                data.step_size,
+                entry_stop=remaining,
+                dataset=ds.name,
+                label=ds.label,
+            ):
+                remaining = None if remaining is None else remaining - len(chunk)
+                yield chunk
+
+
+def iterate_partition(part: Partition, branches: Sequence[str], step_size: int) -> Iterator[Chunk]:
+    """Yield the chunks of one partition (see ``partitions``)."""
+    return iterate_file(
+        part.file,
+        part.tree,
+        branches,
+        step_size,
+        entry_start=part.entry_start,
+        entry_stop=part.entry_stop,
+        dataset=part.dataset,
+        label=part.label,
+    )
+
+
+def partitions(
+    data: DataSpec, *, datasets: Sequence[str] | None = None, split: bool = True
+) -> list[Partition]:
+    """Cut the selected datasets into ``(dataset, file, entry range)`` pieces.
+
+    With ``split`` (the default) each piece holds at most ``data.step_size`` entries, one
+    task each for a distributed executor; without it, one piece per file. ``max_events`` is
+    honoured: the pieces of a dataset add up to at most that many entries, taken in the same
+    order as ``stream``. Opens every file (metadata only) to count its entries.
+    """
+    out: list[Partition] = []
+    for ds in _select(data, datasets):
+        remaining = data.max_events
+        for path in _files(data, ds):
+            if remaining == 0:
+                break
+            with open_tree(path, data.tree) as obj:
+                n = int(obj.num_entries)
+            n = n if remaining is None else min(n, remaining)
+            remaining = None if remaining is None else remaining - n
+            step = data.step_size if split else max(n, 1)
+            out.extend(
+                Partition(ds.name, ds.label, path, data.tree, s, min(s + step, n))
+                for s in range(0, n, step)
+            )
+    return out
+
+
+def _files(data: DataSpec, ds: DatasetSpec) -> list[str]:
+    return resolve_files(ds.files, redirector=data.redirector, xrootd_proxy=data.xrootd_proxy)
+
+
+def _select(data: DataSpec, names: Sequence[str] | None) -> list[DatasetSpec]:
+    if names is None:
+        return list(data.datasets)
+    known = {d.name: d for d in data.datasets}
+    for name in names:
+        if name not in known:
+            msg = f"no dataset {name!r} in the spec; {closest(name, known)}"
+            raise SpecError(msg)
+    return [known[n] for n in names]
+
+
+def _check_request(branches: Sequence[str], step_size: int) -> list[str]:
+    if isinstance(branches, str):  # a lone string would be read as a list of letters
+        branches = [branches]
+    if not branches:
+        msg = "no branches requested; name at least one branch to read"
+        raise SpecError(msg)
+    if not isinstance(step_size, int) or step_size < 1:
+        msg = f"step_size must be a positive integer number of entries, not {step_size!r}"
+        raise SpecError(msg)
+    return list(dict.fromkeys(branches))
+
+
+def _missing(have: Sequence[str], wanted: Sequence[str], path: str) -> None:
+    known = set(have)
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        hints = "; ".join(f"{m!r}: {closest(m, have)}" for m in missing)
+        msg = f"branch not found in {path!r}: {hints}"
+        raise BranchNotFoundError(msg)
+
+
+def _ttree_reader(
+    tree: Any, path: str, names: list[str], step: int, start: int, stop: int
+) -> Iterator[ak.Array]:
+    _missing(tree.keys(recursive=True), names, path)
+    wanted = frozenset(names)
+    for arrays in tree.iterate(
+        filter_name=wanted.__contains__,
+        step_size=step,
+        entry_start=start,
+        entry_stop=stop,
+        library="ak",
+    ):
+        # uproot returns fields in file order; give them in the order asked for.
+        yield arrays if arrays.fields == names else arrays[names]
+
+
+def _rntuple_reader(
+    ntuple: Any, path: str, names: list[str], step: int, start: int, stop: int
+) -> Iterator[ak.Array]:
+    """Read an RNTuple under NanoAOD names (``Jet_pt`` <- field ``Jet.pt``, ``nJet``)."""
+    infos = {b.name: b for b in rntuple_branches(ntuple)}
+    _missing(list(infos), names, path)
+    fields: set[str] = set()
+    for name in names:
+        info = infos[name]
+        if info.kind == "counter":  # any member gives the multiplicity
+            member = next(b for b in infos.values() if b.collection == info.collection)
+            fields.add(f"{info.collection}.{member.name[len(str(info.collection)) + 1 :]}")
+        elif info.kind == "jagged" and info.collection:
+            fields.add(f"{info.collection}.{name[len(info.collection) + 1 :]}")
+        else:
+            fields.add(name)
+    for arrays in ntuple.iterate(
+        filter_name=fields.__contains__, step_size=step, entry_start=start, entry_stop=stop
+    ):
+        out = {}
+        for name in names:
+            info = infos[name]
+            coll = info.collection
+            if info.kind == "counter" and coll:
+                # int32 like NanoAOD's counter branches, so both formats give one type
+                out[name] = ak.values_astype(ak.num(arrays[coll], axis=1), np.int32)
+            elif info.kind == "jagged" and coll:
+                out[name] = arrays[coll][name[len(coll) + 1 :]]
+            else:
+                out[name] = arrays[name]
+        yield ak.zip(out, depth_limit=1)

@@ -1,0 +1,307 @@
+"""Running one attempt of a job as a child process group, under limits, maybe sandboxed.
+
+The attempt writes into ``attempt-<n>.partial/``; only a process that exits 0 (and was
+not stopped) gets that directory renamed to ``attempt-<n>/`` (one atomic rename), so a
+crash, kill or limit never leaves half-written artifacts where they are served.
+
+Stopping is always: SIGTERM to the process group, the grace period, SIGKILL to the
+group, then a sweep that kills any process still carrying this job's marker in its
+environment (children that escaped with ``setsid``); inside bwrap the PID namespace makes
+the sweep a formality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from mlaas4hep.config import Settings
+from mlaas4hep.jobs import limits as lim
+from mlaas4hep.jobs import progress as prog
+from mlaas4hep.jobs.layout import JobPaths, remove_tree
+from mlaas4hep.jobs.sandbox import SandboxPlan, wrap
+from mlaas4hep.jobs.store import JobRecord, LeaseLost
+
+JOB_MARKER = "MLAAS4HEP_JOB_ID"
+_TICK_S = 0.2
+_ENV_PASS = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "X509_CERT_DIR", "X509_USER_PROXY")
+
+#: Called every heartbeat with (progress, pgid); returns True when cancel was requested,
+#: raises LeaseLost when the attempt was taken away.
+Heartbeat = Callable[[dict[str, Any] | None, int | None], bool]
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How an attempt ended: ``ok`` with ``result_dir`` committed, else ``reason``."""
+
+    ok: bool
+    reason: str | None = None
+    result_dir: str | None = None
+    lease_lost: bool = False
+    progress: dict[str, Any] | None = None
+
+
+class LogSink:
+    """A job log with a size cap; thread-safe, keeps the last stderr lines for reasons."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+        self._cap, self._written, self._truncated = cap, path.stat().st_size, False
+        self._lock = threading.Lock()
+        self.tail: deque[str] = deque(maxlen=40)
+
+    def write(self, text: str, *, stderr: bool = False) -> None:
+        if stderr:
+            self.tail.append(text)
+        data = text.encode("utf-8", "replace")
+        with self._lock:
+            if self._truncated:
+                return
+            if self._written + len(data) > self._cap:
+                note = f"\n[mlaas4hep] log truncated at {lim.fmt_bytes(self._cap)}\n".encode()
+                self._file.write(note)
+                self._truncated = True
+            else:
+                self._file.write(data)
+                self._written += len(data)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class AttemptRunner:
+    """Runs attempt ``job.attempt`` of *job* to the end and reports the outcome."""
+
+    def __init__(
+        self,
+        job: JobRecord,
+        paths: JobPaths,
+        settings: Settings,
+        *,
+        bwrap: str | None,
+        readable: tuple[Path, ...] = (),
+        heartbeat: Heartbeat,
+    ) -> None:
+        self.job, self.paths, self.settings = job, paths, settings
+        self.bwrap, self.readable, self.heartbeat = bwrap, readable, heartbeat
+        self.limits = settings.limits
+        self._progress: dict[str, Any] | None = None
+        self._progress_lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self._cancelled = False
+        self._lease_lost = False
+
+    def run(self) -> AttemptOutcome:
+        """Run the process; never raises for anything the job does."""
+        attempt = self.job.attempt
+        partial, log_path = self.paths.partial(attempt), self.paths.log(attempt)
+        remove_tree(partial)  # a leftover of a crashed earlier run of this same attempt
+        partial.mkdir(parents=True)
+        log = LogSink(log_path, self.limits.log_bytes)
+        sandbox = "bwrap" if self.bwrap else "none (bwrap not installed)"
+        log.write(f"[mlaas4hep] attempt {attempt} of job {self.job.id}, sandbox: {sandbox}\n")
+        try:
+            proc = self._spawn(partial)
+        except OSError as exc:
+            log.close()
+            remove_tree(partial)
+            return AttemptOutcome(False, f"cannot start the job command: {exc}")
+        try:
+            returncode = self._supervise(proc, log)
+        finally:
+            sweep(self.job.id, proc.pid)
+        outcome = dataclasses.replace(
+            self._outcome(returncode, log, partial), progress=self._progress
+        )
+        log.write(f"[mlaas4hep] attempt {attempt} ended: {outcome.reason or 'succeeded'}\n")
+        log.close()
+        return outcome
+
+    # ---- process -------------------------------------------------------------------------
+
+    def _spawn(self, partial: Path) -> subprocess.Popen[bytes]:
+        argv = [
+            *self.settings.executor.job_command,
+            str(self.paths.spec),
+            "--out",
+            str(partial),
+            "--progress-json",
+        ]
+        user_code = self.settings.executor.user_code
+        if user_code == "always" or (user_code == "sandboxed" and self.bwrap):
+            argv.append("--allow-user-code")
+        if self.bwrap:
+            plan = SandboxPlan(
+                writable=partial,
+                readable=(self.paths.input, *self.readable),
+                network=self.job.needs_network,
+                extra_ro=tuple(self.settings.executor.sandbox_ro_paths),
+            )
+            argv = wrap(self.bwrap, argv, plan)
+        env = {k: os.environ[k] for k in _ENV_PASS if k in os.environ}
+        env.update({JOB_MARKER: self.job.id, "PYTHONUNBUFFERED": "1", "HOME": str(partial)})
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=partial,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lim.preexec(self.limits),
+        )
+
+    def _supervise(self, proc: subprocess.Popen[bytes], log: LogSink) -> int:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        readers = [
+            threading.Thread(target=self._read_stdout, args=(proc.stdout, log), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(proc.stderr, log), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        started = time.monotonic()
+        next_beat = 0.0
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.settings.executor.heartbeat_s
+                self._beat(proc)
+            if self._stop_reason is None:
+                self._check_limits(proc, now - started)
+            if self._stop_reason is not None or self._cancelled or self._lease_lost:
+                self._stop(proc)
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=_TICK_S)
+        returncode = proc.wait()
+        # Leftover processes (same group or escaped with setsid) may hold the pipes open;
+        # they go before the readers are joined, so the readers see end-of-file.
+        sweep(self.job.id, proc.pid)
+        for t in readers:
+            t.join(timeout=5)
+        proc.stdout.close()
+        proc.stderr.close()
+        return returncode
+
+    def _beat(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._progress_lock:
+            snapshot = dict(self._progress) if self._progress else None
+        try:
+            if self.heartbeat(snapshot, proc.pid):
+                self._cancelled = True
+        except LeaseLost:
+            self._lease_lost = True
+
+    def _check_limits(self, proc: subprocess.Popen[bytes], elapsed: float) -> None:
+        wall = self.limits.wall_clock_s
+        if elapsed > wall:
+            self._stop_reason = f"wall-clock limit {wall:g} s exceeded"
+            return
+        cap = self.limits.memory_bytes
+        if cap is not None:
+            rss = tree_rss(proc.pid)
+            if rss > cap:
+                self._stop_reason = (
+                    f"memory limit {lim.fmt_bytes(cap)} exceeded "
+                    f"(resident {lim.fmt_bytes(rss)}); ask for less data per chunk (step_size)"
+                )
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        lim.kill_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.settings.executor.cancel_grace_s)
+        except subprocess.TimeoutExpired:
+            lim.kill_group(proc.pid, signal.SIGKILL)
+
+    def _read_stdout(self, stream: IO[bytes], log: LogSink) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace")
+            update = prog.parse_line(line)
+            if update is None:
+                log.write(line)
+                continue
+            with self._progress_lock:
+                self._progress = prog.merge(self._progress, update)
+
+    def _read_stderr(self, stream: IO[bytes], log: LogSink) -> None:
+        for raw in stream:
+            log.write(raw.decode("utf-8", "replace"), stderr=True)
+
+    # ---- outcome -------------------------------------------------------------------------
+
+    def _outcome(self, returncode: int, log: LogSink, partial: Path) -> AttemptOutcome:
+        if self._lease_lost:
+            remove_tree(partial)
+            return AttemptOutcome(False, "lease lost", lease_lost=True)
+        if self._cancelled:
+            remove_tree(partial)
+            return AttemptOutcome(False, "cancelled by the user")
+        if self._stop_reason is not None:
+            remove_tree(partial)
+            return AttemptOutcome(False, self._stop_reason)
+        if returncode == 0:
+            committed = self.paths.committed(self.job.attempt)
+            remove_tree(committed)
+            os.replace(partial, committed)  # the commit: one atomic rename
+            return AttemptOutcome(True, None, committed.name)
+        remove_tree(partial)
+        if returncode < 0:
+            return AttemptOutcome(False, lim.signal_reason(returncode, self.limits))
+        return AttemptOutcome(False, lim.exit_reason(returncode, "".join(log.tail), self.limits))
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process *pid* and all its descendants (0 if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def sweep(job_id: str, pgid: int | None = None) -> int:
+    """Kill every process of job *job_id* still alive; returns how many were found.
+
+    Kills the process group *pgid* (when given) and any process whose environment carries
+    the job's marker, which also catches children that left the group with ``setsid``.
+    """
+    if pgid is not None:
+        lim.kill_group(pgid, signal.SIGKILL)
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(JOB_MARKER) == job_id:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    for proc in found:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(found, timeout=5)
+    return len(found)

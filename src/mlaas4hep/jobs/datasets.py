@@ -1,0 +1,156 @@
+"""Uploaded datasets: ROOT files streamed to disk under a size limit, private to their owner.
+
+A job refers to one as ``dataset:NAME`` in its spec's ``files``; submission replaces that
+with the file's path, and the sandbox lets the job read only its owner's datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.exc import IntegrityError
+
+from mlaas4hep.config import Settings
+from mlaas4hep.errors import Conflict, NotFound, PayloadTooLarge, SpecError
+from mlaas4hep.jobs.layout import owner_dir, remove_tree, safe_name
+from mlaas4hep.jobs.limits import fmt_bytes
+from mlaas4hep.jobs.models import DatasetRow
+from mlaas4hep.jobs.store import JobStore
+
+DATASETS = cast(Table, DatasetRow.__table__)
+ROOT_MAGIC = b"root"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An uploaded file."""
+
+    id: str
+    owner: str
+    name: str
+    size: int
+    sha256: str
+    created_at: float
+    path: Path
+
+
+class DatasetStore:
+    """Dataset rows in the job database, files under ``data_dir/datasets``."""
+
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self._engine = store.engine
+        self._data_dir = settings.data_dir
+        self.limit = settings.uploads.dataset_bytes
+
+    async def upload(self, owner: str, name: str, chunks: AsyncIterator[bytes]) -> Dataset:
+        """Stream *chunks* into a new dataset *name* of *owner*.
+
+        Raises:
+            SpecError: bad name, or the content is not a ROOT file.
+            PayloadTooLarge: more than ``uploads.dataset_bytes``.
+            Conflict: the owner already has a dataset of that name.
+        """
+        safe_name(name, "dataset name")
+        with self._engine.connect() as conn:
+            taken = conn.execute(
+                select(DatasetRow.id).where(DatasetRow.owner == owner, DatasetRow.name == name)
+            ).first()
+        if taken is not None:
+            raise Conflict(_taken(name))
+        ds_id = uuid.uuid4().hex
+        final = owner_dir(self._data_dir, owner) / ds_id / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{name}.part")
+        try:
+            size, digest = await self._write(tmp, chunks)
+            os.replace(tmp, final)
+            return self._insert(ds_id, owner, name, size, digest, final)
+        except BaseException:
+            remove_tree(final.parent)
+            raise
+
+    async def _write(self, tmp: Path, chunks: AsyncIterator[bytes]) -> tuple[int, str]:
+        sha, size, head = hashlib.sha256(), 0, b""
+        with tmp.open("wb") as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > self.limit:
+                    msg = f"upload exceeds the dataset limit of {fmt_bytes(self.limit)}"
+                    raise PayloadTooLarge(msg)
+                if len(head) < 4:
+                    head += chunk[: 4 - len(head)]
+                sha.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if head != ROOT_MAGIC:
+            msg = f"the upload is not a ROOT file (starts with {head!r}, expected b'root')"
+            raise SpecError(msg)
+        return size, sha.hexdigest()
+
+    def _insert(
+        self, ds_id: str, owner: str, name: str, size: int, digest: str, path: Path
+    ) -> Dataset:
+        values = {
+            "id": ds_id,
+            "owner": owner,
+            "name": name,
+            "size": size,
+            "sha256": digest,
+            "created_at": time.time(),
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(DATASETS.insert().values(**values))
+        except IntegrityError as exc:  # a concurrent upload of the same name won
+            raise Conflict(_taken(name)) from exc
+        return Dataset(path=path, **values)  # type: ignore[arg-type]
+
+    def get(self, ds_id: str, owner: str | None) -> Dataset:
+        """Dataset *ds_id*; NotFound if missing or not the owner's."""
+        return self._one(DatasetRow.id == ds_id, owner, repr(ds_id))
+
+    def by_name(self, name: str, owner: str) -> Dataset:
+        """*owner*'s dataset called *name*; NotFound otherwise."""
+        return self._one(DatasetRow.name == name, owner, f"named {name!r}")
+
+    def list_datasets(self, owner: str | None) -> list[Dataset]:
+        """Datasets of *owner* (everyone's for None), newest first."""
+        query = select(DATASETS).order_by(DatasetRow.created_at.desc())
+        if owner is not None:
+            query = query.where(DatasetRow.owner == owner)
+        with self._engine.connect() as conn:
+            return [self._dataset(r._mapping) for r in conn.execute(query)]
+
+    def delete(self, ds_id: str, owner: str | None) -> Dataset:
+        """Delete a dataset and its file."""
+        ds = self.get(ds_id, owner)
+        with self._engine.begin() as conn:
+            conn.execute(DATASETS.delete().where(DatasetRow.id == ds_id))
+        remove_tree(ds.path.parent)
+        return ds
+
+    def _one(self, cond: object, owner: str | None, what: str) -> Dataset:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(DATASETS).where(cond)).first()  # type: ignore[arg-type]
+        if row is None or (owner is not None and row.owner != owner):
+            msg = f"no dataset {what} among yours; list yours to see their ids"
+            raise NotFound(msg)
+        return self._dataset(row._mapping)
+
+    def _dataset(self, m: object) -> Dataset:
+        r = dict(m)  # type: ignore[call-overload]
+        path = owner_dir(self._data_dir, r["owner"]) / r["id"] / r["name"]
+        return Dataset(path=path, **r)
+
+
+def _taken(name: str) -> str:
+    return f"you already have a dataset named {name!r}; delete it first or pick a new name"

@@ -1,0 +1,94 @@
+"""Accumulators of the first pass: feature statistics, cut flow, counts, class weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mlaas4hep.preprocess.info import FeatureInfo
+from mlaas4hep.preprocess.normalize import FeatureStats, offset_scale
+from mlaas4hep.preprocess.program import ChunkResult, Program
+from mlaas4hep.preprocess.split import SPLIT_CODES, TRAIN
+
+
+class Accumulator:
+    """Sums of the first pass: feature stats, cut flow, counts, class weights."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.stats = FeatureStats(len(program.names))
+        self.ncuts = len(program.cuts)
+        self.flow: dict[str, np.ndarray[Any, Any]] = {}  # dataset -> [read, pass cut 1, ...]
+        self.events: dict[str, dict[str, int]] = {}
+        self.nonfinite: dict[str, int] = {}
+        self.class_w = np.zeros(max(program.labels.n_classes, 2))
+
+    def add(self, dataset: str, r: ChunkResult) -> None:
+        counts = self.flow.setdefault(dataset, np.zeros(self.ncuts + 1, dtype=np.int64))
+        counts += np.array((r.n_in, *r.passed), dtype=np.int64)
+        ev = self.events.setdefault(dataset, dict.fromkeys(_EVENT_KEYS, 0))
+        ev["read"] += r.n_in
+        ev["passed"] += len(r.y)
+        ev["dropped_nonfinite"] += r.dropped
+        for name, code in SPLIT_CODES.items():
+            ev[name] += int((r.split == code).sum())
+        for k, v in r.nonfinite.items():
+            self.nonfinite[k] = self.nonfinite.get(k, 0) + v
+        train = r.split == TRAIN
+        self.stats.update(r.X[train])
+        if self.program.labels.task != "regression" and train.any():
+            np.add.at(self.class_w, r.y[train].astype(np.int64), r.w[train].astype(np.float64))
+
+    def info(self) -> FeatureInfo:
+        pre = self.program.spec.preprocess
+        labels = self.program.labels
+        offset, scale = offset_scale(self.stats, pre.normalize)
+        class_weights: tuple[float, ...] = ()
+        if pre.balance:
+            cw = self.class_w
+            total, k = cw.sum(), int((cw > 0).sum())
+            class_weights = tuple(float(total / (k * c)) if c > 0 else 1.0 for c in cw)
+        return FeatureInfo(
+            names=self.program.names,
+            task=labels.task,
+            n_classes=labels.n_classes,
+            class_names=labels.class_names,
+            normalize=pre.normalize,
+            offset=offset,
+            scale=scale,
+            stats=self.stats.to_dict(self.program.names),
+            cutflow=_cutflow(self.program, self.flow),
+            events=self.events,
+            class_weights=class_weights,
+            nonfinite=self.nonfinite,
+        )
+
+
+_EVENT_KEYS = ("read", "passed", "dropped_nonfinite", "train", "validation", "test")
+
+
+def _cutflow(program: Program, flow: dict[str, np.ndarray[Any, Any]]) -> list[dict[str, Any]]:
+    total = sum(flow.values(), np.zeros(len(program.cuts) + 1, dtype=np.int64))
+    rows = []
+    for i, (name, e) in enumerate(program.cuts):
+        rows.append(
+            {
+                "cut": name,
+                "expr": e.text,
+                **_eff(int(total[i]), int(total[i + 1]), int(total[0])),
+                "datasets": {
+                    ds: _eff(int(c[i]), int(c[i + 1]), int(c[0])) for ds, c in flow.items()
+                },
+            }
+        )
+    return rows
+
+
+def _eff(before: int, after: int, read: int) -> dict[str, Any]:
+    return {
+        "before": before,
+        "after": after,
+        "efficiency": after / before if before else None,
+        "cumulative": after / read if read else None,
+    }

@@ -1,0 +1,341 @@
+"""A pipeline spec compiled into what runs on one chunk: select, define, cut, features.
+
+``Program`` is pure: it parses every expression of the spec once, says which branches
+it needs, type-checks against the column types of the data (``bind``), and turns one
+chunk of columns into a ``ChunkResult`` (features, targets, weights, split, cut counts).
+It does no I/O; ``preprocess.pipeline`` streams the data through it.
+
+Order on a chunk: object selections (``select``, which also update the ``nC`` counter),
+then ``define`` in order, then the ``cuts`` (an event is kept when it passes all), then
+features, label, weight and split on the kept events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from mlaas4hep.errors import DataQualityError, ExpressionError, SpecError, closest
+from mlaas4hep.preprocess import jagged
+from mlaas4hep.preprocess.evaluate import evaluate
+from mlaas4hep.preprocess.expr import Expr, Name, error, parse, walk
+from mlaas4hep.preprocess.features import build_matrix, feature_names, object_columns
+from mlaas4hep.preprocess.labels import LabelPlan, plan_labels
+from mlaas4hep.preprocess.split import assign_split
+from mlaas4hep.preprocess.typecheck import Type, check, type_of_column
+from mlaas4hep.spec import DatasetSpec, PipelineSpec
+
+LABEL, WEIGHT = "<label>", "<weight>"
+DEFINE_PREFIX = "define:"  # non-finite counts of defines (before cuts) use this key prefix
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One processed chunk: only the events that passed the cuts (and finite checks)."""
+
+    X: np.ndarray[Any, Any]  # float32 (n, n_features)
+    y: np.ndarray[Any, Any]
+    w: np.ndarray[Any, Any]  # float32 (n,)
+    split: np.ndarray[Any, Any]  # uint8 (n,)
+    n_in: int  # events in the chunk
+    passed: tuple[int, ...]  # events passing cuts[0], cuts[0:2], ... (cumulative)
+    nonfinite: dict[str, int]  # feature / <label> / <weight> / define:NAME -> NaN/inf count
+    dropped: int  # events dropped for NaN/inf features (nonfinite: drop)
+    dataset: str = ""  # the dataset the chunk came from
+
+
+def _parse(text: str, where: str) -> Expr:
+    try:
+        return parse(text)
+    except ExpressionError as exc:
+        raise ExpressionError(f"in {where}: {exc}") from exc
+
+
+class Program:
+    """The compiled preprocessing of a ``PipelineSpec`` (see the module docstring)."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        pre = spec.preprocess
+        self.labels: LabelPlan = plan_labels(spec)
+        self.names = feature_names(pre.features)
+        self.selects = {c: _parse(t, f"preprocess.select.{c}") for c, t in pre.select.items()}
+        self.defines = {n: _parse(t, f"preprocess.define.{n}") for n, t in pre.define.items()}
+        self.cuts = [
+            (c.name, _parse(c.expr, f"preprocess.cuts[{i}]")) for i, c in enumerate(pre.cut_list())
+        ]
+        self.label = _parse(pre.label, "preprocess.label") if pre.label else None
+        self.weight = _parse(pre.weight, "preprocess.weight") if pre.weight else None
+        self.dataset_weights = {
+            d.name: _parse(d.weight, f"data.datasets[{d.name}].weight")
+            for d in spec.data.datasets
+            if d.weight
+        }
+        self.feature_cols = list(pre.features.scalars) + [
+            c for coll, obj in pre.features.objects.items() for c in object_columns(coll, obj)
+        ]
+        self.types: dict[str, Type] | None = None
+        self._where = {id(e): w for w, e in self._all_exprs()}
+
+    def _all_exprs(self) -> list[tuple[str, Expr]]:
+        out = [(f"preprocess.select.{c}", e) for c, e in self.selects.items()]
+        out += [(f"preprocess.define.{n}", e) for n, e in self.defines.items()]
+        return out + self._late_exprs()
+
+    def _eval(self, e: Expr, env: Mapping[str, Any]) -> Any:
+        """Evaluate *e*; a failure names the spec field the expression comes from."""
+        try:
+            return evaluate(e, env)
+        except ExpressionError as exc:
+            raise ExpressionError(f"in {self._where.get(id(e), 'an expression')}: {exc}") from exc
+
+    # -- which branches ----------------------------------------------------------------
+
+    def _late_exprs(self) -> list[tuple[str, Expr]]:
+        """Expressions evaluated after the defines, with where they come from."""
+        out = [(f"preprocess.cuts[{i}]", e) for i, (_, e) in enumerate(self.cuts)]
+        out += [("preprocess.label", self.label)] if self.label else []
+        out += [("preprocess.weight", self.weight)] if self.weight else []
+        out += [(f"data.datasets[{n}].weight", e) for n, e in self.dataset_weights.items()]
+        return out
+
+    def branches(self, available: Collection[str]) -> list[str]:
+        """The branches to read, given the branch names of the tree.
+
+        Raises ``ExpressionError`` (with a caret) for a name that is neither a branch nor
+        an earlier define, and ``SpecError`` for a feature or identifier that is missing.
+        """
+        avail = set(available)
+        needed: set[str] = set(self.spec.data.identifiers)
+        for where, e in (("preprocess.select." + c, e) for c, e in self.selects.items()):
+            needed |= self._resolve(e, where, avail, set())
+        known: set[str] = set()
+        for name, e in self.defines.items():
+            needed |= self._resolve(e, f"preprocess.define.{name}", avail, known)
+            known.add(name)
+        for where, e in self._late_exprs():
+            needed |= self._resolve(e, where, avail, known)
+        for col in self.feature_cols:
+            if col not in known:
+                needed.add(col)
+        missing = sorted(n for n in needed if n not in avail)
+        if missing:
+            pool = avail | known
+            hints = "; ".join(f"{m!r} ({closest(m, pool)})" for m in missing)
+            msg = (
+                f"features or identifiers name columns that are neither branches nor defines: "
+                f"{hints}. Fix preprocess.features / data.identifiers or add a define"
+            )
+            raise SpecError(msg)
+        return sorted(needed)
+
+    def _resolve(self, e: Expr, where: str, avail: set[str], known: set[str]) -> set[str]:
+        for name in sorted(e.names()):
+            if name in avail or name in known:
+                continue
+            later = name in self.defines
+            what = f"in {where}: unknown name {name!r}"
+            hint = (
+                f"{name!r} is defined later in preprocess.define; move it up"
+                if later
+                else closest(name, avail | known)
+            )
+            pos = next(n.pos for n in walk(e.root) if isinstance(n, Name) and n.id == name)
+            raise error(e.text, pos, what, hint)
+        return {n for n in e.names() if n not in known}
+
+    # -- types ---------------------------------------------------------------------------
+
+    def bind(self, columns: Mapping[str, Any]) -> None:
+        """Type-check every expression against the column types of a first chunk."""
+        types = {name: type_of_column(name, col) for name, col in columns.items()}
+        for coll, e in self.selects.items():
+            t = _checked(e, types, f"preprocess.select.{coll}")
+            if t.kind != "object" or t.dtype != "bool":
+                raise ExpressionError(
+                    f"preprocess.select.{coll} must be a per-object condition on {coll}_* "
+                    f"columns (e.g. {coll}_pt > 30), got {t}: {e.text!r}"
+                )
+        for name, e in self.defines.items():
+            types[name] = _checked(e, types, f"preprocess.define.{name}")
+        for where, e in self._late_exprs():
+            t = _checked(e, types, where)
+            if t.kind == "object":
+                hint = "reduce it with any(), all(), count(), sum(), first(), ..."
+                raise ExpressionError(f"{where} must be one value per event, got {t}; {hint}")
+            if where.startswith("preprocess.cuts") and t.dtype != "bool":
+                raise ExpressionError(f"{where} must be a condition, got {t}: {e.text!r}")
+        self._check_features(types)
+        self.types = types
+
+    def _check_features(self, types: Mapping[str, Type]) -> None:
+        for name in self.spec.preprocess.features.scalars:
+            if types[name].kind == "object":
+                msg = (
+                    f"preprocess.features.scalars: {name!r} is a per-object list; list it "
+                    "under features.objects, or define a per-event value (sum(), first(), ...)"
+                )
+                raise SpecError(msg)
+        for coll, obj in self.spec.preprocess.features.objects.items():
+            for col in object_columns(coll, obj):
+                if types[col].kind != "object":
+                    msg = (
+                        f"preprocess.features.objects.{coll}: {col!r} is {types[col]}, not a "
+                        "per-object list; move it to features.scalars"
+                    )
+                    raise SpecError(msg)
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, columns: Mapping[str, Any], dataset: DatasetSpec) -> ChunkResult:
+        """Process one chunk of *dataset* (call ``bind`` once before)."""
+        if self.types is None:
+            self.bind(columns)
+        n = len(next(iter(columns.values()))) if columns else 0
+        env = {k: _event_or_object(v) for k, v in columns.items()}
+        self._select(env)
+        nonfinite: dict[str, int] = {}
+        for name, e in self.defines.items():
+            env[name] = _broadcast(self._eval(e, env), n)
+            nonfinite[DEFINE_PREFIX + name] = _count_nonfinite(env[name])
+        keep = np.ones(n, dtype=bool)
+        passed = []
+        for _, e in self.cuts:
+            keep &= _broadcast(self._eval(e, env), n).astype(bool)
+            passed.append(int(keep.sum()))
+        # per-event columns are filtered here; object columns go whole to build_matrix,
+        # which maps kept events itself (cheaper than slicing every jagged array)
+        index = np.flatnonzero(keep)  # take() beats boolean indexing per column
+        kept = {
+            k: env[k] if isinstance(env[k], ak.Array) else np.asarray(env[k]).take(index)
+            for k in self._after_cut_columns()
+        }
+        m = int(keep.sum())
+        X = build_matrix(kept, self.spec.preprocess.features, keep)
+        y = self._targets(kept, dataset, m)
+        w = self._weights(kept, dataset, m)
+        ids = [np.asarray(kept[i]) for i in self.spec.data.identifiers]
+        split_spec = self.spec.preprocess.split
+        split = assign_split(
+            ids, validation=split_spec.validation, test=split_spec.test, seed=split_spec.seed
+        )
+        result = self._finite(X, y, w, split, n, tuple(passed), nonfinite)
+        return dataclasses.replace(result, dataset=dataset.name)
+
+    def _select(self, env: dict[str, Any]) -> None:
+        for coll, e in self.selects.items():
+            mask = self._eval(e, env)
+            found = jagged.parts(mask)
+            selection = jagged.Selection.from_mask(found) if found is not None else None
+            prefix = coll + "_"
+            for name in [k for k in env if k.startswith(prefix)]:
+                if isinstance(env[name], ak.Array):
+                    env[name] = jagged.apply_mask(env[name], mask, selection)
+            if "n" + coll in env:  # keep the counter consistent with the selected objects
+                counts = selection.counts() if selection else ak.to_numpy(ak.sum(mask, axis=1))
+                env["n" + coll] = np.asarray(counts).astype(env["n" + coll].dtype)
+
+    def _after_cut_columns(self) -> set[str]:
+        cols = set(self.feature_cols) | set(self.spec.data.identifiers)
+        for _, e in self._late_exprs()[len(self.cuts) :]:
+            cols |= e.names()
+        return cols
+
+    def _targets(
+        self, env: Mapping[str, Any], dataset: DatasetSpec, n: int
+    ) -> np.ndarray[Any, Any]:
+        dtype = np.int64 if self.labels.task == "multiclass" else np.float32
+        if self.label is None:
+            return np.full(n, self.labels.targets[dataset.name], dtype=dtype)
+        y = np.asarray(_broadcast(self._eval(self.label, env), n), dtype=np.float64)
+        task, k = self.labels.task, self.labels.n_classes
+        allowed = (0.0, 1.0) if task == "binary" else range(k) if task == "multiclass" else None
+        if allowed is not None and len(y):
+            bad = ~np.isin(y, np.asarray(allowed, dtype=np.float64))
+            if bad.any():
+                msg = (
+                    f"preprocess.label {self.label.text!r} gave {y[bad][0]!r} for a {task} "
+                    f"task; it must give {list(allowed)!r} (fix the expression or set task)"
+                )
+                raise DataQualityError(msg)
+        return y.astype(dtype)
+
+    def _weights(
+        self, env: Mapping[str, Any], dataset: DatasetSpec, n: int
+    ) -> np.ndarray[Any, Any]:
+        w = np.ones(n, dtype=np.float64)
+        for e in (self.dataset_weights.get(dataset.name), self.weight):
+            if e is not None:
+                w = w * _broadcast(self._eval(e, env), n)
+        return w.astype(np.float32)
+
+    def _finite(
+        self,
+        X: np.ndarray[Any, Any],
+        y: np.ndarray[Any, Any],
+        w: np.ndarray[Any, Any],
+        split: np.ndarray[Any, Any],
+        n_in: int,
+        passed: tuple[int, ...],
+        nonfinite: dict[str, int],
+    ) -> ChunkResult:
+        bad_rows = _nonfinite_rows(X, self.names, nonfinite)
+        nonfinite[LABEL] = int((~np.isfinite(y)).sum()) if y.dtype.kind == "f" else 0
+        nonfinite[WEIGHT] = int((~np.isfinite(w)).sum())
+        dropped = 0
+        if self.spec.preprocess.nonfinite == "drop":
+            good = np.isfinite(w) if bad_rows is None else ~bad_rows & np.isfinite(w)
+            if y.dtype.kind == "f":
+                good &= np.isfinite(y)
+            dropped = int((~good).sum())
+            if dropped:
+                X, y, w, split = X[good], y[good], w[good], split[good]
+        return ChunkResult(X, y, w, split, n_in, passed, nonfinite, dropped)
+
+
+def _nonfinite_rows(
+    X: np.ndarray[Any, Any], names: tuple[str, ...], counts: dict[str, int]
+) -> np.ndarray[Any, Any] | None:
+    """Count NaN/inf per feature into *counts*; the rows holding any (None if none)."""
+    # A column sum is finite iff all its values are (barring float64 overflow, which then
+    # takes the exact path): one cheap pass in the common all-finite case.
+    if np.isfinite(X.sum(axis=0, dtype=np.float64)).all():
+        return None
+    bad = ~np.isfinite(X)
+    for j in np.flatnonzero(bad.any(axis=0)):
+        counts[names[j]] = int(bad[:, j].sum())
+    return np.asarray(bad.any(axis=1))
+
+
+def _checked(e: Expr, types: Mapping[str, Type], where: str) -> Type:
+    try:
+        return check(e, types)
+    except ExpressionError as exc:
+        raise ExpressionError(f"in {where}: {exc}") from exc
+
+
+def _event_or_object(column: Any) -> Any:
+    if isinstance(column, ak.Array) and column.ndim == 1:
+        return np.asarray(ak.to_numpy(column))
+    return column
+
+
+def _broadcast(value: Any, n: int) -> Any:
+    """Constants (``define: one: '1'``) become a per-event column of length *n*."""
+    if isinstance(value, np.ndarray | ak.Array):
+        return value
+    return np.full(n, value)
+
+
+def _count_nonfinite(value: Any) -> int:
+    if isinstance(value, ak.Array):
+        value = ak.flatten(value, axis=None)
+    arr = np.asarray(value)
+    if arr.dtype.kind != "f":
+        return 0
+    return int((~np.isfinite(arr)).sum())

@@ -1,0 +1,177 @@
+"""Dynamic batching: coalesce concurrent requests for one model version into one call.
+
+One ``Batcher`` per loaded model version, living on the event loop. A request is queued
+and, if no batch is running, a drain task starts at once, so an idle server adds no delay
+(unless ``max_queue_delay_ms`` asks to wait for company). While a batch runs in the
+executor, newcomers queue up and leave together as the next batch, up to
+``max_batch_size`` rows. The queue is bounded: past ``max_queue_size`` requests or
+``max_queue_rows`` rows, ``submit`` raises ``Overloaded`` at once instead of letting
+latency grow without bound.
+
+Batches of at most ``inline_rows`` rows run on the event loop itself: for small models a
+thread hand-off costs more than the inference (see ``OnnxModel.inline_rows``).
+
+Requests are checked before they are queued (shapes, dtypes), so one bad request never
+fails a batch it shares with others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlaas4hep.serve.errors import Overloaded
+from mlaas4hep.serve.settings import BatchPolicy
+
+Tensors = dict[str, np.ndarray[Any, Any]]
+RunFn = Callable[[Mapping[str, np.ndarray[Any, Any]]], Tensors]
+# Called once per batch with (rows in the batch, seconds each request waited in the queue).
+BatchObserver = Callable[[int, list[float]], None]
+
+
+@dataclass
+class _Pending:
+    inputs: Mapping[str, np.ndarray[Any, Any]]
+    rows: int
+    future: asyncio.Future[Tensors]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Queue and coalesce requests for one model version (use from the event loop only)."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        policy: BatchPolicy,
+        executor: Executor | None,
+        observe: BatchObserver | None = None,
+        name: str = "model",
+        inline_rows: int = 0,
+    ) -> None:
+        self._run = run
+        self._policy = policy
+        self._executor = executor
+        self._observe = observe
+        self._name = name
+        self._inline_rows = inline_rows
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None  # kept so it is not garbage-collected
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting (not counting the batch being run)."""
+        return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch runs or requests wait."""
+        return self._draining
+
+    async def submit(self, inputs: Mapping[str, np.ndarray[Any, Any]], rows: int) -> Tensors:
+        """Queue one checked request of *rows* rows; return its outputs (rows sliced back).
+
+        Raises Overloaded when the queue is full, or whatever the model run raised.
+        """
+        policy = self._policy
+        if len(self._queue) >= policy.max_queue_size or (
+            self._queue and self._queued_rows + rows > policy.max_queue_rows
+        ):
+            msg = (
+                f"model {self._name!r} is overloaded ({len(self._queue)} requests, "
+                f"{self._queued_rows} rows queued); retry later"
+            )
+            raise Overloaded(msg, retry_after=1.0)
+        if not self._draining and rows <= self._inline_rows and policy.max_queue_delay_ms <= 0:
+            return self._run_now(inputs, rows)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows, loop.create_future())
+        self._queue.append(pending)
+        self._queued_rows += rows
+        if not self._draining:
+            self._draining = True
+            self._task = loop.create_task(self._drain())
+        return await pending.future
+
+    def _run_now(self, inputs: Mapping[str, np.ndarray[Any, Any]], rows: int) -> Tensors:
+        # Idle and cheap: run on the loop right away, no task, no future, no queue.
+        outputs = self._run(inputs)
+        if self._observe is not None:
+            self._observe(rows, [0.0])
+        return outputs
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                await self._maybe_wait()
+                batch = self._take()
+                await self._run_batch(batch)
+        finally:
+            self._draining = False
+
+    async def _maybe_wait(self) -> None:
+        delay = self._policy.max_queue_delay_ms / 1000.0
+        if delay <= 0 or self._queued_rows >= self._policy.max_batch_size:
+            return
+        deadline = self._queue[0].enqueued + delay
+        while self._queued_rows < self._policy.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining, 0.0005))
+
+    def _take(self) -> list[_Pending]:
+        batch = [self._queue.popleft()]
+        rows = batch[0].rows
+        while self._queue and rows + self._queue[0].rows <= self._policy.max_batch_size:
+            item = self._queue.popleft()
+            batch.append(item)
+            rows += item.rows
+        self._queued_rows -= rows
+        return batch
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        start = time.perf_counter()
+        merged = _merge([p.inputs for p in batch])
+        try:
+            if self._executor is None or sum(p.rows for p in batch) <= self._inline_rows:
+                outputs = self._run(merged)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(self._executor, self._run, merged)
+        except Exception as exc:  # delivered to every waiting request, not swallowed
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        if self._observe is not None:
+            self._observe(sum(p.rows for p in batch), [start - p.enqueued for p in batch])
+        _deliver(batch, outputs)
+
+
+def _merge(requests: list[Mapping[str, np.ndarray[Any, Any]]]) -> Mapping[str, Any]:
+    if len(requests) == 1:
+        return requests[0]
+    return {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
+
+
+def _deliver(batch: list[_Pending], outputs: Tensors) -> None:
+    if len(batch) == 1:
+        if not batch[0].future.done():
+            batch[0].future.set_result(outputs)
+        return
+    offset = 0
+    for p in batch:
+        end = offset + p.rows
+        if not p.future.done():  # a cancelled client no longer waits
+            p.future.set_result({k: v[offset:end] for k, v in outputs.items()})
+        offset = end

@@ -1,0 +1,230 @@
+"""Every inference operation as plain Python: the routes only translate HTTP.
+
+``DataPlane`` answers the V2 protocol (server/model metadata, readiness, inference,
+repository index/load/unload) and the legacy TFaaS calls. It checks per-model permission
+through the injected ``authorize(principal, action, model_name) -> bool`` (actions:
+``infer``, ``read``, ``create``, ``modify``), validates requests against the model's
+metadata before they are queued, and records metrics. It never sees a Request object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlaas4hep import __version__
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.errors import Mlaas4hepError, NotFound, PermissionDenied
+from mlaas4hep.serve.codec import Array, InferRequest, decode_request, encode_response
+from mlaas4hep.serve.errors import InvalidInput, Overloaded
+from mlaas4hep.serve.manager import LoadedVersion, ModelManager
+from mlaas4hep.serve.metadata import TensorSpec
+from mlaas4hep.serve.metrics import InferenceMetrics
+
+Authorize = Callable[[Principal, str, str], bool]
+EXTENSIONS = ("binary_tensor_data", "model_repository", "metrics")
+
+
+def allow_all(principal: Principal, action: str, model_name: str) -> bool:
+    """The default policy: every authenticated caller may do everything."""
+    return True
+
+
+def parse_version(version: str | None) -> int | None:
+    """A V2 version path segment as an int (None = latest); NotFound if not a number."""
+    if version is None or version == "":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        msg = f"model version {version!r} is not a positive integer"
+        raise NotFound(msg)
+    return int(version)
+
+
+class DataPlane:
+    """The inference service's operations (V2 + repository extension)."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: InferenceMetrics,
+        authorize: Authorize = allow_all,
+        server_name: str = "mlaas4hep",
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self._authorize = authorize
+        self._server_name = server_name
+
+    # ---- server -------------------------------------------------------------------------
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": self._server_name, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready once the first repository scan has finished."""
+        return self.manager.ready
+
+    # ---- models -------------------------------------------------------------------------
+
+    def can(self, principal: Principal, action: str, name: str) -> bool:
+        """Whether *principal* may do *action* (infer, read, create, modify) on *name*."""
+        return self._authorize(principal, action, name)
+
+    def check(self, principal: Principal, action: str, name: str) -> None:
+        """Raise PermissionDenied unless *principal* may do *action* on model *name*."""
+        if not self._authorize(principal, action, name):
+            who = principal.name or principal.subject
+            msg = f"{who!r} may not {action} model {name!r}; ask its owner to share it"
+            raise PermissionDenied(msg)
+
+    def model_metadata(
+        self, principal: Principal, name: str, version: str | None
+    ) -> dict[str, Any]:
+        """V2 model metadata of the requested (default: latest) version."""
+        self.check(principal, "read", name)
+        loaded = self.manager.get(name, parse_version(version))
+        meta = loaded.metadata
+        return {
+            "name": name,
+            "versions": [str(v) for v in self.manager.served_versions(name)],
+            "platform": "onnxruntime_onnx",
+            "inputs": [t.to_json() for t in meta.inputs],
+            "outputs": [t.to_json() for t in meta.outputs],
+            "parameters": {
+                "feature_names": list(meta.feature_names),
+                "labels": list(meta.labels),
+                "spec_hash": meta.spec_hash,
+                "metrics": dict(meta.metrics),
+                "created": meta.created,
+            },
+        }
+
+    def model_ready(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
+        """``{"name", "ready": true}``; NotFound when the model (version) is not in service."""
+        self.check(principal, "read", name)
+        self.manager.get(name, parse_version(version))
+        return {"name": name, "ready": True}
+
+    async def infer(
+        self,
+        principal: Principal,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+    ) -> tuple[bytes, int | None]:
+        """Run a V2 inference request; return (response body, JSON header length or None)."""
+        self.check(principal, "infer", name)
+        loaded = self.manager.get(name, parse_version(version))
+        start = time.perf_counter()
+        try:
+            request = decode_request(body, header_length)
+            rows = check_inputs(loaded, request.inputs, request.datatypes)
+            outputs = await loaded.batcher.submit(request.inputs, rows)
+            result = encode_response(
+                name, str(loaded.version), request.id, _select_outputs(loaded, request, outputs)
+            )
+        except BaseException as exc:
+            self._count(loaded, "v2", exc, start)
+            raise
+        self._count(loaded, "v2", None, start)
+        return result
+
+    async def predict_rows(self, principal: Principal, name: str, rows: Array) -> Array:
+        """Run a float matrix through a single-input model; return its first output."""
+        self.check(principal, "infer", name)
+        loaded = self.manager.get(name)
+        start = time.perf_counter()
+        try:
+            spec = loaded.metadata.inputs[0]
+            if len(loaded.metadata.inputs) != 1:
+                msg = f"model {name!r} has several inputs; use the V2 API to send each"
+                raise InvalidInput(msg)
+            array = rows.astype(spec.dtype, copy=False)
+            count = check_inputs(loaded, {spec.name: array}, {spec.name: spec.datatype})
+            outputs = await loaded.batcher.submit({spec.name: array}, count)
+        except BaseException as exc:
+            self._count(loaded, "tfaas", exc, start)
+            raise
+        self._count(loaded, "tfaas", None, start)
+        return outputs[loaded.metadata.outputs[0].name]
+
+    def _count(
+        self, loaded: LoadedVersion, protocol: str, exc: BaseException | None, t: float
+    ) -> None:
+        if exc is None:
+            outcome = "ok"
+        elif isinstance(exc, Overloaded):
+            outcome = "overloaded"
+        elif isinstance(exc, Mlaas4hepError):
+            outcome = "client_error"
+        else:
+            outcome = "error"
+        seconds = time.perf_counter() - t
+        self.metrics.request(loaded.name, str(loaded.version), protocol, outcome, seconds)
+
+    # ---- repository extension -----------------------------------------------------------
+
+    async def repository_index(self, principal: Principal) -> list[dict[str, Any]]:
+        """Every model version the caller may read, with its state."""
+        return [
+            {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
+            for e in await self.manager.index()
+            if self._authorize(principal, "read", e.name)
+        ]
+
+    async def load(self, principal: Principal, name: str) -> None:
+        self.check(principal, "modify", name)
+        await self.manager.load(name)
+
+    async def unload(self, principal: Principal, name: str) -> None:
+        self.check(principal, "modify", name)
+        await self.manager.unload(name)
+
+
+def check_inputs(loaded: LoadedVersion, inputs: dict[str, Array], datatypes: dict[str, str]) -> int:
+    """Check tensors against the model's inputs; return the common batch size (rows)."""
+    specs = {t.name: t for t in loaded.metadata.inputs}
+    if inputs.keys() != specs.keys():
+        msg = (
+            f"model {loaded.name!r} takes inputs {sorted(specs)}, the request sent {sorted(inputs)}"
+        )
+        raise InvalidInput(msg)
+    rows = {_check_tensor(specs[n], a, datatypes[n]) for n, a in inputs.items()}
+    if len(rows) != 1:
+        msg = f"inputs of model {loaded.name!r} must share their first (batch) axis; got {rows}"
+        raise InvalidInput(msg)
+    return rows.pop()
+
+
+def _check_tensor(spec: TensorSpec, array: Array, datatype: str) -> int:
+    if datatype != spec.datatype:
+        msg = f"input {spec.name!r} must be {spec.datatype}, the request says {datatype}"
+        raise InvalidInput(msg)
+    bad_rank = array.ndim != len(spec.shape)
+    if bad_rank or any(w > 0 and w != d for w, d in zip(spec.shape, array.shape, strict=True)):
+        msg = f"input {spec.name!r} must have shape {list(spec.shape)}, got {list(array.shape)}"
+        raise InvalidInput(msg)
+    if array.shape[0] < 1:
+        msg = f"input {spec.name!r} has no rows"
+        raise InvalidInput(msg)
+    return int(array.shape[0])
+
+
+def _select_outputs(
+    loaded: LoadedVersion, request: InferRequest, outputs: dict[str, Array]
+) -> list[tuple[str, Array, bool]]:
+    if request.outputs is None:
+        return [(t.name, outputs[t.name], request.binary_output) for t in loaded.metadata.outputs]
+    chosen = []
+    for wanted in request.outputs:
+        if wanted.name not in outputs:
+            msg = f"model {loaded.name!r} has outputs {sorted(outputs)}, not {wanted.name!r}"
+            raise InvalidInput(msg)
+        binary = request.binary_output if wanted.binary is None else wanted.binary
+        chosen.append((wanted.name, outputs[wanted.name], binary))
+    return chosen

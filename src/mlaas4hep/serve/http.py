@@ -1,0 +1,146 @@
+"""What the inference routes share: the error table, the auth dependency, capped bodies.
+
+Errors on these routes are ``{"error": "..."}`` (the V2 protocol's shape) whatever app
+includes the router: ``ErrorRoute`` maps them itself instead of relying on app-wide
+exception handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.errors import (
+    AuthError,
+    Conflict,
+    Mlaas4hepError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+)
+from mlaas4hep.serve.errors import Overloaded
+
+log = logging.getLogger(__name__)
+
+Authenticate = Callable[[str | None, str | None], Principal]
+PrincipalDependency = Callable[[Request], Awaitable[Principal]]
+
+# Most specific first: PermissionDenied is an AuthError.
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (PermissionDenied, 403),
+    (AuthError, 401),
+    (NotFound, 404),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (Overloaded, 503),
+)
+
+
+class JSONBytes(Response):
+    """A JSON response from already-encoded bytes (orjson), skipping re-encoding."""
+
+    media_type = "application/json"
+
+
+def json_response(content: Any, status_code: int = 200) -> JSONBytes:
+    return JSONBytes(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code)
+
+
+def error_response(exc: Exception) -> Response:
+    """Map an exception to ``{"error": message}`` with the right status and headers."""
+    if isinstance(exc, RequestValidationError):
+        return json_response({"error": f"invalid request: {exc.errors()}"}, 400)
+    if not isinstance(exc, Mlaas4hepError):
+        log.exception("unexpected error in an inference route", exc_info=exc)
+        return json_response({"error": "internal error; see the server log"}, 500)
+    status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+    response = json_response({"error": str(exc)}, status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+class ErrorRoute(APIRoute):
+    """An APIRoute whose errors (dependencies included) become ``{"error": ...}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # every error gets the protocol's shape, none leaks
+                return error_response(exc)
+
+        return handle
+
+
+class AuthCache:
+    """Remember successful authentications for a few seconds.
+
+    Verifying a signed token costs ~0.2 ms (ES256), more than serving a small model;
+    clients send the same token for many requests. Only successes are cached, keyed by
+    the exact Authorization header and peer, for ``ttl_s`` at most (keep it well under the
+    token lifetime and the 60 s ``exp`` leeway the validator allows anyway). Bounded: the
+    oldest entries are dropped past ``max_entries``.
+    """
+
+    def __init__(self, authenticate: Authenticate, ttl_s: float, max_entries: int = 4096) -> None:
+        self._authenticate = authenticate
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._entries: dict[tuple[str | None, str | None], tuple[float, Principal]] = {}
+
+    def __call__(self, header: str | None, peer: str | None) -> Principal:
+        key = (header, peer)
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = self._authenticate(header, peer)
+        if len(self._entries) >= self._max:
+            for old in list(self._entries)[: self._max // 4]:
+                del self._entries[old]
+        self._entries[key] = (now + self._ttl, principal)
+        return principal
+
+
+def principal_dependency(authenticate: Authenticate) -> PrincipalDependency:
+    """The one FastAPI dependency that turns the Authorization header into a Principal."""
+
+    async def current_principal(request: Request) -> Principal:
+        # Called inline: token checks are CPU-only (JWKS refreshes are rare and cached).
+        client = request.client
+        return authenticate(request.headers.get("authorization"), client.host if client else None)
+
+    return current_principal
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with PayloadTooLarge past *limit* bytes."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit():
+        if int(length) > limit:
+            raise PayloadTooLarge(_too_large(int(length), limit))
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(_too_large(size, limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"the request body has {size}+ bytes, over the limit of {limit}; send fewer rows"

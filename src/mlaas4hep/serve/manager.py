@@ -1,0 +1,236 @@
+"""Loaded model versions and hot reload.
+
+The manager owns which versions serve traffic. ``sync`` compares the repository with what
+is loaded: new versions chosen by the model's version policy are loaded *and warmed up* in
+a worker thread, then swapped in with one dict assignment, so a request sees either the
+old set or the new one. Requests already holding an old version finish on it (its batcher
+and session live as long as they are referenced). A version that fails to load is
+remembered (until its files change) and the versions serving before keep serving.
+Everything that mutates state runs on the event loop, under one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlaas4hep.errors import Mlaas4hepError, NotFound, SpecError, closest
+from mlaas4hep.serve.batching import Batcher
+from mlaas4hep.serve.metadata import MODEL_FILE, ModelMetadata
+from mlaas4hep.serve.metrics import InferenceMetrics
+from mlaas4hep.serve.repository import ModelConfig, ModelRepository
+from mlaas4hep.serve.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """One model version in service: its session, metadata and batcher."""
+
+    name: str
+    version: int
+    model: OnnxModel
+    batcher: Batcher
+    config: ModelConfig
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self.model.metadata
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of the repository index (V2 repository extension)."""
+
+    name: str
+    version: int
+    state: str  # READY | UNAVAILABLE
+    reason: str = ""
+
+
+class ModelManager:
+    """Load, serve and retire model versions from a ``ModelRepository``."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        executor: Executor,
+        metrics: InferenceMetrics,
+        threads: int,
+        inline_budget_s: float = 0.0,
+    ) -> None:
+        self.repository = repository
+        self._executor = executor
+        self._metrics = metrics
+        self._threads = threads
+        self._inline_budget_s = inline_budget_s
+        # name -> {version: LoadedVersion}; inner dicts are replaced, never mutated.
+        self._served: dict[str, dict[int, LoadedVersion]] = {}
+        self._failed: dict[tuple[str, int], tuple[int, str]] = {}
+        self._disabled: set[str] = set()
+        self._lock = asyncio.Lock()
+        self.ready = False
+
+    # ---- lookups (event loop, no I/O) -------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Names of the models with at least one version in service."""
+        return sorted(n for n, versions in self._served.items() if versions)
+
+    def get(self, name: str, version: int | None = None) -> LoadedVersion:
+        """The requested version (default: the highest in service); NotFound otherwise."""
+        versions = self._served.get(name)
+        if not versions:
+            msg = f"model {name!r} is not loaded; " + closest(name, self.names())
+            raise NotFound(msg)
+        if version is None:
+            return versions[max(versions)]
+        found = versions.get(version)
+        if found is None:
+            msg = f"model {name!r} has no version {version} in service; serving: {sorted(versions)}"
+            raise NotFound(msg)
+        return found
+
+    def served_versions(self, name: str) -> list[int]:
+        return sorted(self._served.get(name, {}))
+
+    # ---- changes ------------------------------------------------------------------------
+
+    async def sync(self, name: str | None = None) -> None:
+        """Bring one model (or all) in line with the repository and version policies."""
+        async with self._lock:
+            names = [name] if name else await asyncio.to_thread(self.repository.model_names)
+            for gone in set(self._served) - set(names) if name is None else ():
+                self._swap(gone, {})
+            for each in names:
+                await self._sync_one(each)
+        self.ready = True
+
+    async def load(self, name: str) -> None:
+        """Serve *name* again (after ``unload``); raise if no version could be loaded."""
+        self._disabled.discard(name)
+        await self.sync(name)
+        if not self._served.get(name):
+            reasons = [r for (n, _v), (_s, r) in self._failed.items() if n == name]
+            detail = "; ".join(reasons) or "it has no version in the repository"
+            msg = f"model {name!r} could not be loaded: {detail}"
+            raise NotFound(msg) if not reasons else SpecError(msg)
+
+    async def unload(self, name: str) -> None:
+        """Take every version of *name* out of service until ``load`` is called."""
+        async with self._lock:
+            if name not in self._served and not self.repository.versions(name):
+                msg = f"model {name!r} is not in the repository; " + closest(name, self.names())
+                raise NotFound(msg)
+            self._disabled.add(name)
+            self._swap(name, {})
+
+    async def poll_forever(self, interval: float) -> None:
+        """Re-sync with the repository every *interval* seconds (until cancelled)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except Exception:  # keep polling: a bad file must not stop the service
+                log.exception("repository poll failed")
+
+    async def index(self) -> list[IndexEntry]:
+        """Every version on disk with its state and, when not serving, the reason."""
+        names = await asyncio.to_thread(self.repository.model_names)
+        entries = []
+        for name in sorted(set(names) | set(self.names())):
+            on_disk = await asyncio.to_thread(self.repository.versions, name)
+            served = self._served.get(name, {})
+            for version in sorted(set(on_disk) | set(served)):
+                entries.append(self._entry(name, version, served))
+        return entries
+
+    def _entry(self, name: str, version: int, served: dict[int, LoadedVersion]) -> IndexEntry:
+        if version in served:
+            return IndexEntry(name, version, "READY")
+        if name in self._disabled:
+            return IndexEntry(name, version, "UNAVAILABLE", "unloaded")
+        failed = self._failed.get((name, version))
+        reason = failed[1] if failed else "not selected by the version policy"
+        return IndexEntry(name, version, "UNAVAILABLE", reason)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    async def _sync_one(self, name: str) -> None:
+        if name in self._disabled:
+            self._swap(name, {})
+            return
+        try:
+            config = await asyncio.to_thread(self.repository.config, name)
+            on_disk = await asyncio.to_thread(self.repository.versions, name)
+        except Mlaas4hepError as exc:
+            log.error("model %r: %s (keeping the versions in service)", name, exc)
+            return
+        current = self._served.get(name, {})
+        wanted = config.version_policy.select(on_disk)
+        new: dict[int, LoadedVersion] = {}
+        failed_any = False
+        for version in wanted:
+            loaded = current.get(version) or await self._try_load(name, version, config)
+            if loaded is None:
+                failed_any = True
+            else:
+                new[version] = loaded
+        if failed_any:  # a failed load never takes the old versions out of service
+            new.update({v: lv for v, lv in current.items() if v in on_disk and v not in new})
+        if new.keys() != current.keys():
+            self._swap(name, new)
+
+    async def _try_load(self, name: str, version: int, config: ModelConfig) -> LoadedVersion | None:
+        vdir = self.repository.root / name / str(version)
+        signature = await asyncio.to_thread(_signature, vdir)
+        failed = self._failed.get((name, version))
+        if failed and failed[0] == signature:
+            return None
+        try:
+            model, inline_rows = await asyncio.to_thread(self._open, vdir)
+        except Exception as exc:  # any load failure keeps the service up; reason is shown
+            reason = f"load failed: {exc}"
+            log.error("model %r version %d: %s", name, version, reason)
+            self._failed[(name, version)] = (signature, reason)
+            return None
+        self._failed.pop((name, version), None)
+        batcher = Batcher(
+            model.run,
+            config.batching,
+            self._executor,
+            observe=lambda rows, waits: self._metrics.batch(name, rows, waits),
+            name=f"{name}/{version}",
+            inline_rows=inline_rows,
+        )
+        return LoadedVersion(name, version, model, batcher, config)
+
+    def _open(self, vdir: Path) -> tuple[OnnxModel, int]:
+        model = OnnxModel(vdir, self._threads)
+        model.warm_up()
+        budget = self._inline_budget_s
+        return model, model.inline_rows(budget) if budget > 0 else 0
+
+    def _swap(self, name: str, new: dict[int, LoadedVersion]) -> None:
+        old = self._served.get(name, {})
+        if new:
+            self._served[name] = new
+        else:
+            self._served.pop(name, None)
+        for v in new.keys() - old.keys():
+            self._metrics.loaded(name, v, True)
+            log.info("model %r version %d in service", name, v)
+        for v in old.keys() - new.keys():
+            self._metrics.loaded(name, v, False)
+            log.info("model %r version %d retired", name, v)
+
+
+def _signature(vdir: Path) -> int:
+    try:
+        return (vdir / MODEL_FILE).stat().st_mtime_ns + vdir.stat().st_mtime_ns
+    except OSError:
+        return 0

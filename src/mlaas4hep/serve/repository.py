@@ -1,0 +1,207 @@
+"""The model repository on disk (Triton-like) and its version policies.
+
+Layout::
+
+    <repo>/<model>/config.json          optional: version policy, batching (see below)
+    <repo>/<model>/<version>/model.onnx
+    <repo>/<model>/<version>/metadata.json
+
+Versions are positive integers. A version directory appears atomically: publishers build
+it under a hidden ``.tmp-*`` name and rename it into place, so a poller never sees half a
+model. ``config.json``::
+
+    {"version_policy": {"latest": 2} | {"all": {}} | {"specific": [1, 3]},
+     "batching": {"max_batch_size": 1024, "max_queue_delay_ms": 0, "max_queue_size": 1024}}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mlaas4hep.errors import Conflict, NotFound, SpecError, closest
+from mlaas4hep.serve.metadata import ARTIFACT_FILES, MODEL_FILE
+from mlaas4hep.serve.settings import BatchPolicy
+
+CONFIG_FILE = "config.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_model_name(name: str) -> str:
+    """Return *name* if it is a valid model name, else raise SpecError saying the rule."""
+    if not _NAME.match(name) or name.endswith("."):
+        msg = (
+            f"invalid model name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            f"starting with a letter or digit"
+        )
+        raise SpecError(msg)
+    return name
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: the latest N, all, or specific ones."""
+
+    latest: int | None = 1
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """Return the versions to serve out of *available* (ascending)."""
+        ordered = sorted(available)
+        if self.specific:
+            return [v for v in ordered if v in self.specific]
+        if self.latest is None:
+            return ordered
+        return ordered[-self.latest :]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> VersionPolicy:
+        if "latest" in data:
+            n = data["latest"]
+            if isinstance(n, dict):
+                n = n.get("num_versions", 1)
+            if not isinstance(n, int) or n < 1:
+                msg = f"{where}: version_policy.latest must be a positive integer, got {n!r}"
+                raise SpecError(msg)
+            return cls(latest=n)
+        if "all" in data:
+            return cls(latest=None)
+        if "specific" in data:
+            versions = data["specific"]
+            if isinstance(versions, dict):
+                versions = versions.get("versions", [])
+            if not isinstance(versions, list) or not all(isinstance(v, int) for v in versions):
+                msg = f"{where}: version_policy.specific must list integers, got {versions!r}"
+                raise SpecError(msg)
+            return cls(latest=None, specific=tuple(versions))
+        msg = f"{where}: version_policy must have one of 'latest', 'all', 'specific'; got {data!r}"
+        raise SpecError(msg)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Per-model serving configuration (``config.json``), with service-wide defaults."""
+
+    version_policy: VersionPolicy
+    batching: BatchPolicy
+
+
+class ModelRepository:
+    """Read and write the on-disk repository. Knows nothing of sessions or HTTP."""
+
+    def __init__(self, root: Path, default_policy: VersionPolicy, batching: BatchPolicy) -> None:
+        self.root = root
+        self._default_policy = default_policy
+        self._batching = batching
+        root.mkdir(parents=True, exist_ok=True)
+
+    def model_names(self) -> list[str]:
+        """Names of the models that have at least one version directory."""
+        names = []
+        for path in sorted(self.root.iterdir()):
+            if path.is_dir() and _NAME.match(path.name) and self.versions(path.name):
+                names.append(path.name)
+        return names
+
+    def versions(self, name: str) -> list[int]:
+        """Version numbers on disk for model *name* (ascending; empty if none)."""
+        model_dir = self.root / check_model_name(name)
+        if not model_dir.is_dir():
+            return []
+        found = []
+        for path in model_dir.iterdir():
+            if path.name.isdigit() and int(path.name) > 0 and (path / MODEL_FILE).is_file():
+                found.append(int(path.name))
+        return sorted(found)
+
+    def version_dir(self, name: str, version: int) -> Path:
+        """Directory of one version; NotFound (with the versions there are) if absent."""
+        path = self.root / check_model_name(name) / str(version)
+        if not (path / MODEL_FILE).is_file():
+            have = self.versions(name)
+            if not have:
+                msg = f"model {name!r} is not in the repository; " + closest(
+                    name, self.model_names()
+                )
+                raise NotFound(msg)
+            msg = f"model {name!r} has no version {version}; versions: {have}"
+            raise NotFound(msg)
+        return path
+
+    def config(self, name: str) -> ModelConfig:
+        """The model's ``config.json`` merged over the defaults."""
+        path = self.root / check_model_name(name) / CONFIG_FILE
+        if not path.is_file():
+            return ModelConfig(self._default_policy, self._batching)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            msg = f"cannot read {str(path)!r}: {exc}; fix or delete it"
+            raise SpecError(msg) from exc
+        policy = self._default_policy
+        if "version_policy" in data:
+            policy = VersionPolicy.from_json(data["version_policy"], str(path))
+        return ModelConfig(policy, _batching_from(data.get("batching", {}), self._batching, path))
+
+    def publish(self, name: str, source: Path, version: int | None = None) -> int:
+        """Copy a model directory in as a new version (next number if None); return it.
+
+        Only the artifact files are copied (``model.onnx``, ``metadata.json``,
+        ``metrics.json``, ``features.json``, ``spec.yaml``, ``README.md``), so a training
+        bundle can be published as it is, without its checkpoints. The copy is built
+        under a hidden temporary name and renamed into place, so readers never see a
+        partial version. Raises Conflict if *version* already exists.
+        """
+        if not (source / MODEL_FILE).is_file():
+            msg = f"{str(source)!r} has no {MODEL_FILE}; a model version needs one"
+            raise SpecError(msg)
+        model_dir = self.root / check_model_name(name)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+        try:
+            for artifact in ARTIFACT_FILES:
+                if (source / artifact).is_file():
+                    shutil.copy2(source / artifact, tmp / artifact)
+            return self._rename_in(name, tmp, version)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _rename_in(self, name: str, tmp: Path, version: int | None) -> int:
+        existing = self.versions(name)
+        number = version if version is not None else (max(existing, default=0) + 1)
+        target = tmp.parent / str(number)
+        if target.exists():
+            msg = f"model {name!r} version {number} already exists; publish a new version"
+            raise Conflict(msg)
+        tmp.rename(target)
+        return number
+
+    def delete(self, name: str) -> None:
+        """Remove a model and all its versions; NotFound if it is not there."""
+        model_dir = self.root / check_model_name(name)
+        if not model_dir.is_dir():
+            msg = f"model {name!r} is not in the repository; " + closest(name, self.model_names())
+            raise NotFound(msg)
+        # Rename first so a concurrent poll sees the model vanish at once, not file by file.
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+        model_dir.rename(trash / name)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _batching_from(data: Any, default: BatchPolicy, path: Path) -> BatchPolicy:
+    if not isinstance(data, dict):
+        msg = f"{str(path)!r}: 'batching' must be an object, got {data!r}"
+        raise SpecError(msg)
+    known = {f.name for f in fields(BatchPolicy)}
+    unknown = set(data) - known
+    if unknown:
+        msg = f"{str(path)!r}: unknown batching keys {sorted(unknown)}; allowed: {sorted(known)}"
+        raise SpecError(msg)
+    merged = {f.name: data.get(f.name, getattr(default, f.name)) for f in fields(BatchPolicy)}
+    return BatchPolicy(**merged)

@@ -1,0 +1,186 @@
+"""The artifact bundle of a run, and its model card.
+
+    OUT/
+      model.onnx        raw features in, scores out (export.py)
+      spec.yaml         the resolved spec (defaults filled in), readable by load_spec
+      features.json     feature names in input order, task, classes, normalisation constants
+      stats.json        the preprocessing statistics and the cut flow
+      metrics.json      test metrics, per-epoch history, parity, timings
+      plots/*.png       plots.py
+      checkpoints/      checkpoint.py
+      README.md         the model card: data, cuts, features, metrics, how to query it
+
+Every file is written atomically, so a reader (the model repository, the UI) never sees a
+half-written bundle file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlaas4hep.train.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from mlaas4hep.preprocess.pipeline import FeatureInfo
+    from mlaas4hep.spec import PipelineSpec
+
+MODEL_FILE = "model.onnx"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays -> Python; NaN/inf -> None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Pretty JSON, written atomically."""
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def features_document(info: FeatureInfo) -> dict[str, Any]:
+    """The input contract of the model (``features.json``)."""
+    return {
+        "input": "features",
+        "output": "scores",
+        "features": list(info.names),
+        "task": info.task,
+        "n_classes": info.n_classes,
+        "class_names": list(info.class_names),
+        "normalize": info.normalize,
+        "offset": np.asarray(info.offset),
+        "scale": np.asarray(info.scale),
+        "note": "send raw feature values in this order; normalisation is inside model.onnx",
+    }
+
+
+def write_bundle(
+    out: Path,
+    spec: PipelineSpec,
+    info: FeatureInfo,
+    metrics: dict[str, Any],
+    cutflow: Sequence[dict[str, Any]],
+) -> None:
+    """Write spec.yaml, features.json, stats.json, metrics.json and README.md into ``out``."""
+    atomic_write_text(out / "spec.yaml", spec.to_yaml())
+    write_json(out / "features.json", features_document(info))
+    write_json(out / "stats.json", {"stats": info.stats, "cutflow": list(cutflow)})
+    write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "README.md", model_card(spec, info, metrics, cutflow))
+
+
+def model_card(
+    spec: PipelineSpec,
+    info: FeatureInfo,
+    metrics: dict[str, Any],
+    cutflow: Sequence[dict[str, Any]],
+) -> str:
+    """A short Markdown model card: data, cuts, features, model, metrics, how to query."""
+    name = spec.deploy.name if spec.deploy else spec.name
+    parts = [
+        f"# {name}\n",
+        (spec.description or f"A {info.task} model trained by mlaas4hep.") + "\n",
+        _data_section(spec),
+        _cuts_section(cutflow),
+        _features_section(info),
+        _model_section(spec, metrics),
+        _metrics_section(metrics),
+        _query_section(name, info),
+    ]
+    return "\n".join(parts)
+
+
+def _data_section(spec: PipelineSpec) -> str:
+    rows = [
+        f"| {d.name} | {d.label if d.label is not None else '-'} | {len(d.files)} | "
+        f"{', '.join(f'`{f}`' for f in d.files[:3])}{' ...' if len(d.files) > 3 else ''} |"
+        for d in spec.data.datasets
+    ]
+    table = "| dataset | label | files | e.g. |\n|---|---|---|---|\n" + "\n".join(rows)
+    return f"## Data\n\nTree `{spec.data.tree or '(the only one)'}`.\n\n{table}\n"
+
+
+def _cuts_section(cutflow: Sequence[dict[str, Any]]) -> str:
+    if not cutflow:
+        return "## Cuts\n\nNone.\n"
+    keys = list(cutflow[0])
+    head = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
+    rows = "\n".join("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in cutflow)
+    return f"## Cuts\n\n{head}{rows}\n"
+
+
+def _features_section(info: FeatureInfo) -> str:
+    names = ", ".join(f"`{n}`" for n in info.names)
+    classes = f" Classes: {', '.join(info.class_names)}." if info.class_names else ""
+    return (
+        f"## Features\n\n{len(info.names)} features, in this order: {names}.\n\n"
+        f"Task: {info.task}.{classes} Normalisation: {info.normalize} (inside the model).\n"
+    )
+
+
+def _model_section(spec: PipelineSpec, metrics: dict[str, Any]) -> str:
+    options = json.dumps(spec.model.model_dump(mode="json"))
+    t = metrics.get("training", {})
+    return (
+        f"## Model\n\n`{options}`\n\nTrained for {t.get('epochs_run', '?')} epoch(s), best "
+        f"epoch {t.get('best_epoch', '?')}{' (stopped early)' if t.get('stopped_early') else ''}.\n"
+    )
+
+
+def _metrics_section(metrics: dict[str, Any]) -> str:
+    test = metrics.get("test", {})
+    keys = [k for k in ("n_events", "loss", "accuracy", "auc", "rmse", "mae") if k in test]
+    rows = "\n".join(f"| {k} | {_fmt(test[k])} |" for k in keys)
+    parity = metrics.get("onnx", {}).get("max_abs_diff")
+    return (
+        f"## Metrics (test split)\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+        f"ONNX Runtime vs native, max |difference| of the scores: {_fmt(parity)}.\n\n"
+        "Plots: `plots/roc.png`, `plots/scores.png`, `plots/history.png`"
+        f"{', `plots/importance.png`' if metrics.get('has_importances') else ''}.\n"
+    )
+
+
+def _query_section(name: str, info: FeatureInfo) -> str:
+    n = len(info.names)
+    example = json.dumps(
+        {"inputs": [{"name": "features", "shape": [1, n], "datatype": "FP32", "data": [0.0] * n}]}
+    )
+    return (
+        "## How to query it\n\nInput `features`: FP32, shape `[batch, "
+        f"{n}]`, raw values in the feature order above. Output `scores`: "
+        f"{_scores_doc(info)}.\n\nOpen Inference Protocol (V2):\n\n```\n"
+        f"curl -H 'Authorization: Bearer $TOKEN' -d '{example}' \\\n"
+        f"     http://127.0.0.1:8000/v2/models/{name}/infer\n```\n\n"
+        f"Locally: `onnxruntime.InferenceSession('{MODEL_FILE}').run(['scores'], "
+        "{'features': X})`.\n"
+    )
+
+
+def _scores_doc(info: FeatureInfo) -> str:
+    if info.task == "binary":
+        second = info.class_names[1] if len(info.class_names) > 1 else "class 1"
+        return f"shape `[batch, 1]`, probability of {second}"
+    if info.task == "multiclass":
+        return f"shape `[batch, {info.n_classes}]`, one probability per class"
+    return "shape `[batch, 1]`, the predicted value"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)

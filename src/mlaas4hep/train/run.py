@@ -1,0 +1,250 @@
+"""The whole pipeline of one spec, locally: preprocess, train, evaluate, export, bundle.
+
+``run_pipeline`` is what ``mlaas4hep run`` and a service job call. It writes the artifact
+bundle (``bundle.py``) into ``out_dir`` and returns a ``RunResult``. Progress goes to the
+``progress`` callback (``progress.py``). ``run_source`` is the same with an already built
+feature source, so tests and benchmarks can feed it any ``FeatureSource``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlaas4hep.errors import Conflict, DataQualityError, TrainingError
+from mlaas4hep.train import plots
+from mlaas4hep.train.bundle import MODEL_FILE, write_bundle
+from mlaas4hep.train.engine import Engine, EngineContext, create_engine
+from mlaas4hep.train.evaluate import ScoreAccumulator
+from mlaas4hep.train.export import PARITY_TOLERANCE, export_onnx, parity_pass, session
+from mlaas4hep.train.feature_cache import CachingSource
+from mlaas4hep.train.loop import LoopConfig, TrainingLoop, score_split
+from mlaas4hep.train.progress import Progress, ProgressCallback, ignore_progress
+from mlaas4hep.train.stream import BatchSource, Split
+
+if TYPE_CHECKING:
+    from mlaas4hep.preprocess.pipeline import FeatureInfo
+    from mlaas4hep.spec import PipelineSpec
+
+# Epochs after the first read the train features from a local cache up to this size.
+DEFAULT_FEATURE_CACHE_BYTES = 4 << 30
+# Train scores for the overtraining plot: a bounded sample is enough for a histogram.
+_TRAIN_PLOT_EVENTS = 500_000
+
+
+class FeatureSource(BatchSource, Protocol):
+    """A ``Preprocessor``: fits the feature statistics, then streams batches."""
+
+    def fit(self) -> FeatureInfo: ...
+
+    def cutflow(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced; every path is inside ``out_dir``."""
+
+    out_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    plots: tuple[Path, ...]
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: ProgressCallback = ignore_progress,
+    allow_user_code: bool = False,
+    checkpoint_every_s: float = 300.0,
+    feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+) -> RunResult:
+    """Run ``spec`` end to end into ``out_dir``.
+
+    ``resume`` continues from the latest checkpoint in ``out_dir``; without it, a directory
+    holding another run's checkpoints is refused (``Conflict``). ``allow_user_code`` must be
+    set for ``model.kind: python``. ``checkpoint_every_s``: checkpoint period inside an epoch.
+    ``feature_cache_bytes``: disk budget of the train-feature cache (``feature_cache.py``;
+    0 = always stream from ROOT). Raises ``DataQualityError`` (NaN/inf, empty split),
+    ``TrainingError`` (the model fails, or ONNX parity is above 1e-4), ``UserCodeError``.
+    """
+    from mlaas4hep.preprocess.pipeline import Preprocessor
+
+    out = Path(out_dir)
+    source = Preprocessor(spec, cache_dir=out / "cache")
+    return run_source(
+        spec, source, out, resume=resume, progress=progress,
+        allow_user_code=allow_user_code, checkpoint_every_s=checkpoint_every_s,
+        feature_cache_bytes=feature_cache_bytes,
+    )  # fmt: skip
+
+
+def run_source(
+    spec: PipelineSpec,
+    source: FeatureSource,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: ProgressCallback = ignore_progress,
+    allow_user_code: bool = False,
+    checkpoint_every_s: float = 300.0,
+    feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+) -> RunResult:
+    """``run_pipeline`` with an already built feature source."""
+    started = time.monotonic()
+    _prepare_out_dir(out, resume)
+    progress(Progress("prepare", message="computing feature statistics"))
+    info = source.fit()
+    ctx = EngineContext(info, spec.model, spec.train, out / "work", allow_user_code)
+    # Scratch left by an interrupted run (its process is gone) is of no use: start clean.
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    ctx.work_dir.mkdir(parents=True)
+    config = LoopConfig(
+        spec.train, spec.spec_hash(), out / "checkpoints",
+        has_validation=spec.preprocess.split.validation > 0, checkpoint_every_s=checkpoint_every_s,
+    )  # fmt: skip
+    cache = CachingSource(
+        source, out / "cache" / f"features-{spec.spec_hash()[:16]}", feature_cache_bytes
+    )
+    trained = _train(create_engine(ctx), cache, info, config, progress, resume)
+    shutil.rmtree(cache.directory, ignore_errors=True)  # only training reads it
+    result = _evaluate(spec, source, info, out, trained, progress)
+    result.metrics["seconds"] = round(time.monotonic() - started, 3)
+    write_bundle(out, spec, info, result.metrics, source.cutflow())
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    parity = result.metrics["onnx"]
+    if not parity["ok"]:
+        msg = (
+            f"the ONNX model differs from the trained model by up to {parity['max_abs_diff']:.3g} "
+            f"(tolerance {PARITY_TOLERANCE}); it is not safe to deploy. Details in {str(out)!r}"
+        )
+        raise TrainingError(msg)
+    progress(
+        Progress("done", metrics=_headline(result.metrics["test"]), message=str(result.model_path))
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class _Trained:
+    engine: Engine
+    loop: TrainingLoop
+    train_scores: ScoreAccumulator
+    seconds: float
+
+
+def _train(
+    engine: Engine,
+    source: CachingSource,
+    info: FeatureInfo,
+    config: LoopConfig,
+    progress: ProgressCallback,
+    resume: bool,
+) -> _Trained:
+    """Train (or resume) until done; the engine then holds the best model."""
+    loop = TrainingLoop(engine, source, info, config, progress)
+    if resume:
+        loop.resume()
+    started = time.monotonic()
+    loop.run()
+    seconds = time.monotonic() - started
+    engine.close()
+    # Train scores for the overtraining plot, read while the feature cache still exists.
+    scores = score_split(engine, source, "train", info, max_events=_TRAIN_PLOT_EVENTS)
+    return _Trained(engine, loop, scores, seconds)
+
+
+def _evaluate(
+    spec: PipelineSpec,
+    source: FeatureSource,
+    info: FeatureInfo,
+    out: Path,
+    trained: _Trained,
+    progress: ProgressCallback,
+) -> RunResult:
+    """Export to ONNX, score the test split natively and with ONNX Runtime, plot."""
+    split: Split = "test" if spec.preprocess.split.test > 0 else "validation"
+    progress(Progress("export", message=f"exporting {MODEL_FILE}"))
+    model_path = out / MODEL_FILE
+    export_onnx(trained.engine, model_path, info, {"mlaas4hep.spec_hash": spec.spec_hash()})
+    progress(Progress("evaluate", message=f"scoring the {split} split"))
+    parity = parity_pass(trained.engine, session(model_path), source, info, split)
+    test = _checked_metrics(parity.scores, split)
+    history = trained.loop.state.history
+    made = _plots(out / "plots", trained.engine, info, history, trained.train_scores, parity.scores)
+    metrics = {
+        "task": info.task,
+        "evaluated_on": split,
+        "test": test,
+        "train_sample": trained.train_scores.metrics(),
+        "history": history,
+        "training": _training_summary(trained.loop, trained.seconds),
+        "onnx": {
+            "max_abs_diff": parity.max_abs_diff,
+            "events_compared": parity.n_compared,
+            "tolerance": PARITY_TOLERANCE,
+            "ok": parity.parity_ok,
+        },
+        "has_importances": any(p.name == "importance.png" for p in made),
+    }
+    return RunResult(out, model_path, metrics, history, tuple(made))
+
+
+def _prepare_out_dir(out: Path, resume: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    latest = out / "checkpoints" / "latest.json"
+    if latest.exists() and not resume:
+        msg = (
+            f"{str(out)!r} already holds a run (checkpoints/latest.json); resume it with "
+            "--resume, or choose a new output directory"
+        )
+        raise Conflict(msg)
+
+
+def _checked_metrics(scores: ScoreAccumulator, split: Split) -> dict[str, Any]:
+    if scores.n_events == 0:
+        msg = f"the {split} split is empty after the cuts; loosen the cuts or enlarge the split"
+        raise DataQualityError(msg)
+    return scores.metrics()
+
+
+def _training_summary(loop: TrainingLoop, seconds: float) -> dict[str, Any]:
+    s = loop.state
+    events = loop.events_per_epoch or 0
+    return {
+        "epochs_run": len(s.history),
+        "best_epoch": s.best_epoch,
+        "best_loss": s.best_loss,
+        "stopped_early": s.stopped_early,
+        "events_per_epoch": events,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(events * len(s.history) / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _plots(
+    directory: Path,
+    engine: Engine,
+    info: FeatureInfo,
+    history: list[dict[str, Any]],
+    train: ScoreAccumulator,
+    test: ScoreAccumulator,
+) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    made = [plots.plot_history(directory / "history.png", history)]
+    made.append(plots.plot_scores(directory / "scores.png", train, test, info.class_names))
+    if info.task != "regression":
+        made.append(plots.plot_roc(directory / "roc.png", test, info.class_names))
+    importances = engine.feature_importances()
+    if importances is not None:
+        made.append(plots.plot_importances(directory / "importance.png", info.names, importances))
+    return made
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(metrics[k]) for k in ("loss", "accuracy", "auc", "rmse") if k in metrics}

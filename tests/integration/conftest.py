@@ -1,0 +1,114 @@
+"""Real servers for the integration tests, started on 127.0.0.1.
+
+``xrootd_server``: Debian's ``xrootd`` binary serving a fresh directory, once per session.
+Put files in with ``server.put(path)`` (returns the ``root://`` URL). The tests are skipped,
+with the reason printed, only when the binary is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class XRootDServer:
+    """A running xrootd: ``url`` is ``root://127.0.0.1:PORT``, ``root`` the served directory."""
+
+    url: str
+    port: int
+    root: Path
+
+    def put(self, source: Path, name: str | None = None) -> str:
+        """Copy ``source`` into the served directory and return its ``root://`` URL."""
+        target = self.root / (name or source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        target.chmod(0o644)  # the server may run as an unprivileged user
+        return self.url_for(target.relative_to(self.root).as_posix())
+
+    def url_for(self, relative: str) -> str:
+        return f"{self.url}//{relative.lstrip('/')}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _service_user() -> str | None:
+    """xrootd refuses to run as root; as root we drop to the xrootd (or nobody) user."""
+    if os.geteuid() != 0:
+        return None
+    for user in ("xrootd", "nobody"):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            continue
+        return user
+    pytest.fail("running as root but neither user 'xrootd' nor 'nobody' exists for xrootd -R")
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    text = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+    proc.kill()
+    pytest.fail(f"xrootd did not start on port {port} (exit {proc.poll()}):\n{text}")
+
+
+@pytest.fixture(scope="session")
+def xrootd_server() -> Iterator[XRootDServer]:
+    binary = shutil.which("xrootd")
+    if binary is None:
+        pytest.skip("xrootd server binary not found; install Debian package 'xrootd-server'")
+    user = _service_user()
+    # Not tmp_path_factory: its directories are 0700 and the server user must read them.
+    base = Path(tempfile.mkdtemp(prefix="mlaas4hep-xrootd-"))
+    base.chmod(0o755)
+    data, admin = base / "data", base / "admin"
+    data.mkdir(mode=0o755)
+    admin.mkdir(mode=0o755)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(admin, entry.pw_uid, entry.pw_gid)
+    port = _free_port()
+    config = base / "xrootd.cfg"
+    config.write_text(
+        f"all.export /\nxrd.port {port}\nall.adminpath {admin}\nall.pidpath {admin}\n"
+        f"oss.localroot {data}\n"
+    )
+    log = admin / "xrootd.log"
+    cmd = [binary, "-c", str(config), "-l", str(log), "-n", "mlaas4hep"]
+    cmd += ["-R", user] if user else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The log goes to ADMIN/NAME/xrootd.log with -n; look in both places on failure.
+        _wait_listening(proc, port, admin / "mlaas4hep" / "xrootd.log")
+        yield XRootDServer(f"root://127.0.0.1:{port}", port, data)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,81 @@
+"""The error table of the inference routes and the authentication cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.errors import (
+    AuthError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    SpecError,
+    UnsafeArchiveError,
+)
+from mlaas4hep.serve.errors import InvalidInput, Overloaded
+from mlaas4hep.serve.http import AuthCache, error_response
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (AuthError("no token"), 401),
+        (PermissionDenied("no"), 403),
+        (NotFound("gone"), 404),
+        (Conflict("twice"), 409),
+        (PayloadTooLarge("big"), 413),
+        (Overloaded("busy", retry_after=2.4), 503),
+        (InvalidInput("bad"), 400),
+        (SpecError("bad"), 400),
+        (UnsafeArchiveError("bad"), 400),
+        (RuntimeError("secret internals"), 500),
+    ],
+)
+def test_error_table(exc: Exception, status: int) -> None:
+    response = error_response(exc)
+    assert response.status_code == status
+    body = json.loads(bytes(response.body))
+    assert set(body) == {"error"}
+    assert ("secret" in body["error"]) is False or status != 500
+    assert (response.headers.get("www-authenticate") == "Bearer") == (status == 401)
+    assert (response.headers.get("retry-after") == "2") == (status == 503)
+
+
+def test_auth_cache_reuses_successes_only() -> None:
+    calls: list[str | None] = []
+
+    def authenticate(header: str | None, peer: str | None) -> Principal:
+        calls.append(header)
+        if header != "Bearer good":
+            raise AuthError("bad token")
+        return Principal(issuer="i", subject="s")
+
+    cache = AuthCache(authenticate, ttl_s=60, max_entries=4)
+    assert cache("Bearer good", "1.2.3.4").subject == "s"
+    assert cache("Bearer good", "1.2.3.4").subject == "s"
+    assert calls == ["Bearer good"]
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            cache("Bearer bad", None)
+    assert calls.count("Bearer bad") == 2
+    bounded = AuthCache(lambda h, p: Principal(issuer="i", subject=str(h)), 60, max_entries=4)
+    for i in range(10):
+        assert bounded(f"Bearer {i}", None).subject == f"Bearer {i}"
+    assert len(bounded._entries) <= 4
+
+
+def test_auth_cache_expires() -> None:
+    calls = []
+
+    def authenticate(header: str | None, peer: str | None) -> Principal:
+        calls.append(header)
+        return Principal(issuer="i", subject="s")
+
+    cache = AuthCache(authenticate, ttl_s=0.0)
+    cache("Bearer a", None)
+    cache("Bearer a", None)
+    assert len(calls) == 2
