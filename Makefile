@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m mlaas4hep.demo
+	$(VENV)/bin/mlaas4hep demo
 
 serve: $(STAMP)
 	$(VENV)/bin/mlaas4hep serve

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from jobs_server import JobServer
+from jobs_server import ALL_SCOPES, JobServer
 
 from mlaas4hep.config import MLAAS4HEP_ARGV
 
@@ -27,7 +27,9 @@ def test_real_pipeline_runs_in_the_service(tmp_path: Path) -> None:
     )
     srv = JobServer(tmp_path / "srv", workers=1, fake=False).start()
     try:
-        headers = {"Authorization": f"Bearer {srv.token('alice')}"}
+        model_scope = "storage.create:/models/tth-classifier"
+        token = srv.token("alice", (*ALL_SCOPES, model_scope, "storage.read:/models/tth-classifier"))
+        headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=f"{srv.url}/api/v1", headers=headers, timeout=60) as client:
             for name in ("signal.root", "background.root"):
                 r = client.post(
@@ -38,6 +40,11 @@ def test_real_pipeline_runs_in_the_service(tmp_path: Path) -> None:
             spec["data"]["datasets"][0]["files"] = ["dataset:signal.root"]
             spec["data"]["datasets"][1]["files"] = ["dataset:background.root"]
             spec["train"].update(epochs=2, device="cpu")
+            # Publishing a model needs the storage scope on it, checked at submission.
+            plain = {"Authorization": f"Bearer {srv.token('alice')}"}
+            r = client.post("/jobs", json=spec, headers=plain)
+            assert r.status_code == 403, r.text
+            assert model_scope in r.json()["detail"]
             r = client.post("/jobs", json=spec)
             assert r.status_code == 201, r.text
             job_id = r.json()["id"]
@@ -57,5 +64,20 @@ def test_real_pipeline_runs_in_the_service(tmp_path: Path) -> None:
             metrics = client.get(f"/jobs/{job_id}/artifacts/metrics.json")
             assert metrics.status_code == 200
             json.loads(metrics.text)
+            # deploy: the model was published into the repository the inference routes serve.
+            assert job["deployed"] == {"model": "tth-classifier", "version": 1}
+            version = srv.data_dir / "models" / "tth-classifier" / "1"
+            assert (version / "model.onnx").is_file()
+            meta = json.loads((version / "metadata.json").read_text())
+            assert meta["format"] == "mlaas4hep-model/1"
+            assert meta["inputs"][0]["shape"] == [-1, len(meta["feature_names"])]
+            served = httpx.get(f"{srv.url}/v2/models/tth-classifier", headers=headers, timeout=30)
+            deadline = time.monotonic() + 30
+            while served.status_code == 404 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                served = httpx.get(
+                    f"{srv.url}/v2/models/tth-classifier", headers=headers, timeout=30
+                )
+            assert served.status_code == 200, served.text
     finally:
         srv.stop()

@@ -21,10 +21,17 @@ from starlette.datastructures import UploadFile
 from mlaas4hep.api.deps import require_scope
 from mlaas4hep.api.errors import PROBLEM_RESPONSES
 from mlaas4hep.api.schemas import ArtifactList, Job, JobList
+from mlaas4hep.auth.policy import model_scope
 from mlaas4hep.auth.policy import require_scope as require_scope_of
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import PayloadTooLarge, SpecError
-from mlaas4hep.jobs.service import JobService, UserFile, input_paths, parse_spec
+from mlaas4hep.jobs.service import (
+    JobService,
+    UserFile,
+    deployed_model,
+    input_paths,
+    parse_spec,
+)
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord
 
@@ -89,6 +96,8 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
         doc, files = await _read_submission(request, service)
         for path in input_paths(doc):  # reading input data needs storage.read:<path>
             require_scope_of(caller, f"storage.read:{path}")
+        if model := deployed_model(doc):  # publishing a model needs storage.create on it
+            require_scope_of(caller, model_scope("create", model))
         job, created = await run_in_threadpool(
             service.submit, caller.key, doc, files, idempotency_key
         )

@@ -47,6 +47,13 @@ class Progress(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class Deployment(BaseModel):
+    """The model version a succeeded job with ``deploy:`` published."""
+
+    model: str
+    version: int
+
+
 class JobLinks(BaseModel):
     """Where to go next."""
 
@@ -71,6 +78,7 @@ class Job(BaseModel):
     cancel_requested: bool
     reason: str | None = Field(description="why it failed, was cancelled or requeued")
     progress: Progress | None
+    deployed: Deployment | None = Field(default=None, description="the model it published")
     links: JobLinks
 
     @classmethod
@@ -88,6 +96,7 @@ class Job(BaseModel):
                     else None
                 ),
             )
+        deployed = (job.progress or {}).get("deployed")
         return cls(
             id=job.id,
             name=job.name,
@@ -98,6 +107,7 @@ class Job(BaseModel):
             finished_at=iso(job.finished_at),
             attempt=job.attempt,
             max_attempts=job.max_attempts,
+            deployed=Deployment(**deployed) if isinstance(deployed, dict) else None,
             cancel_requested=job.cancel_requested,
             reason=job.reason,
             progress=progress,

@@ -21,6 +21,7 @@ from mlaas4hep.errors import Mlaas4hepError
 
 # name -> (module, one-line help). Add a command by adding a module and a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mlaas4hep.cli.demo", "the whole system end to end on embedded defaults"),
     "token": ("mlaas4hep.cli.token", "mint a token from the local issuer (single-user use)"),
     "login": ("mlaas4hep.cli.login", "get a token from an OIDC issuer (device flow) and store it"),
     "predict": ("mlaas4hep.cli.predict", "send rows (.json/.root) to a served model"),

@@ -9,6 +9,7 @@ requeued before anything new is claimed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from mlaas4hep.config import Settings
 from mlaas4hep.errors import Mlaas4hepError
 from mlaas4hep.jobs.attempt import AttemptOutcome, AttemptRunner
+from mlaas4hep.jobs.deploy import publish
 from mlaas4hep.jobs.layout import job_paths, owner_dir
 from mlaas4hep.jobs.recovery import make_worker_id, purge_old, recover
 from mlaas4hep.jobs.sandbox import find_bwrap
@@ -136,10 +138,27 @@ class LocalExecutor:
             pgid=pgid,
         )
 
+    def _deploy(self, job: JobRecord, outcome: AttemptOutcome) -> AttemptOutcome:
+        """Publish the model of a succeeded job before the success is recorded."""
+        if not outcome.ok or outcome.result_dir is None or outcome.lease_lost:
+            return outcome
+        try:
+            result = job_paths(self.settings.data_dir, job.id).root / outcome.result_dir
+            published = publish(self.settings, job, result)
+        except (Mlaas4hepError, OSError) as exc:
+            return dataclasses.replace(outcome, ok=False, reason=f"cannot deploy the model: {exc}")
+        if published is None:
+            return outcome
+        name, version = published
+        log.info("job %s: published model %s version %d", job.id, name, version)
+        progress = {**(outcome.progress or {}), "deployed": {"model": name, "version": version}}
+        return dataclasses.replace(outcome, progress=progress)
+
     def _record(self, job: JobRecord, outcome: AttemptOutcome) -> JobRecord:
         if outcome.lease_lost:
             log.warning("job %s attempt %d: lease lost, outcome dropped", job.id, job.attempt)
             return job
+        outcome = self._deploy(job, outcome)
         event = Exited(ok=outcome.ok, reason=outcome.reason)
         try:
             return self.store.finish(

@@ -307,6 +307,13 @@ def input_paths(spec: dict[str, Any]) -> list[str]:
     return out
 
 
+def deployed_model(spec: dict[str, Any]) -> str | None:
+    """The model name a (not yet validated) spec publishes to, for the scope check."""
+    deploy = spec.get("deploy")
+    name = deploy.get("name") if isinstance(deploy, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 def _input_path(item: Any) -> str | None:
     if not isinstance(item, str) or item.startswith(DATASET_PREFIX):
         return None

@@ -3,6 +3,8 @@
     OUT/
       model.onnx        raw features in, scores out (export.py)
       spec.yaml         the resolved spec (defaults filled in), readable by load_spec
+      metadata.json     what the inference service reads (format ``mlaas4hep-model/1``,
+                        docs/inference.md): tensors, feature names, labels, spec hash, metrics
       features.json     feature names in input order, task, classes, normalisation constants
       stats.json        the preprocessing statistics and the cut flow
       metrics.json      test metrics, per-epoch history, parity, timings
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlaas4hep.errors import TrainingError
 from mlaas4hep.train.atomic import atomic_write_text
 
 if TYPE_CHECKING:
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
     from mlaas4hep.spec import PipelineSpec
 
 MODEL_FILE = "model.onnx"
+METADATA_FORMAT = "mlaas4hep-model/1"
+# ONNX TensorProto element types our exported graphs use -> Open Inference Protocol names.
+_V2_DATATYPES = {1: "FP32", 11: "FP64", 7: "INT64", 6: "INT32", 9: "BOOL"}
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -82,6 +89,40 @@ def write_bundle(
     write_json(out / "stats.json", {"stats": info.stats, "cutflow": list(cutflow)})
     write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "README.md", model_card(spec, info, metrics, cutflow))
+    if (out / MODEL_FILE).is_file():
+        write_json(out / "metadata.json", metadata_document(out / MODEL_FILE, spec, info, metrics))
+
+
+def metadata_document(
+    model: Path, spec: PipelineSpec, info: FeatureInfo, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """``metadata.json``: the serving contract, tensors read from the exported graph."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    test = metrics.get("test", {})
+    return {
+        "format": METADATA_FORMAT,
+        "inputs": [_tensor(t) for t in graph.input],
+        "outputs": [_tensor(t) for t in graph.output],
+        "feature_names": list(info.names),
+        "labels": list(info.class_names),
+        "spec_hash": spec.spec_hash(),
+        "metrics": {k: v for k, v in test.items() if isinstance(v, int | float)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "description": spec.description or f"{info.task} model of pipeline {spec.name!r}",
+    }
+
+
+def _tensor(value: Any) -> dict[str, Any]:
+    tensor = value.type.tensor_type
+    # A named (symbolic) dimension such as the batch axis is dynamic: -1 in the V2 protocol.
+    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+    datatype = _V2_DATATYPES.get(tensor.elem_type)
+    if datatype is None:
+        msg = f"the exported graph's tensor {value.name!r} has an unsupported element type"
+        raise TrainingError(msg)
+    return {"name": value.name, "datatype": datatype, "shape": shape}
 
 
 def model_card(
