@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlaas4hep.errors import SpecError
 
@@ -79,6 +79,24 @@ class ExecutorSettings(_Section):
         default_factory=list, description="extra paths a sandboxed job may read"
     )
     retention_days: float | None = Field(default=30.0, gt=0, description="None keeps forever")
+    kind: Literal["local", "dask"] = Field(
+        default="local",
+        description="local: job processes on this host; dask: on the workers of a Dask cluster",
+    )
+    address: str | None = Field(
+        default=None, description="the Dask scheduler, tcp://host:8786 (kind 'dask' only)"
+    )
+    partitions_in_flight: int | None = Field(
+        default=None,
+        gt=0,
+        description="partitions a Dask job keeps submitted at once; default 2 x worker threads",
+    )
+
+    @model_validator(mode="after")
+    def _dask_needs_address(self) -> ExecutorSettings:
+        if self.kind == "dask" and not self.address:
+            raise ValueError("executor.kind 'dask' needs executor.address (tcp://host:8786)")
+        return self
 
 
 class UploadLimits(_Section):
@@ -107,6 +125,8 @@ class Settings(_Section):
     auth: dict[str, Any] = Field(default_factory=dict)
     # Owned by the serving layer: ``InferenceSettings.from_mapping(inference, data_dir)``.
     inference: dict[str, Any] = Field(default_factory=dict)
+    # Owned by the web UI: ``mlaas4hep.api.ui.settings.UiSettings.from_mapping`` (docs/ui.md).
+    ui: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def db_url(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -47,6 +48,26 @@ class DatasetSpec(_Strict):
     weight: str | None = Field(default=None, description="per-event weight expression")
 
 
+class RemoteSpec(_Strict):
+    """How remote (``root://``, ``http(s)://``) files are read: timeouts and retries.
+
+    A transient failure (an expired request, a reset or refused connection) is retried
+    ``retries`` times, waiting ``backoff`` seconds before the first retry and twice as long
+    before each next one (at most ``max_backoff``, each wait shortened by a random jitter of
+    up to half); a read resumes at the chunk that failed.
+    """
+
+    open_timeout: int = Field(
+        default=10, ge=1, le=600, description="seconds to connect to a remote host"
+    )
+    read_timeout: int = Field(
+        default=60, ge=1, le=3600, description="seconds for one open or read request"
+    )
+    retries: int = Field(default=3, ge=0, le=20, description="retries after a transient error")
+    backoff: float = Field(default=1.0, ge=0.0, le=60.0, description="first retry delay (s)")
+    max_backoff: float = Field(default=30.0, ge=0.0, le=600.0, description="longest delay (s)")
+
+
 class DataSpec(_Strict):
     """Which ROOT files, which tree, how to chunk them."""
 
@@ -59,6 +80,23 @@ class DataSpec(_Strict):
         default=None, description="prefix for /store/... paths, e.g. root://cms-xrd-global.cern.ch"
     )
     xrootd_proxy: str | None = Field(default=None, description="root://proxy:port to read through")
+    xrootd_proxy_mode: Literal["forward", "direct"] = Field(
+        default="forward",
+        description="forward: root://proxy//root://origin//path (XRootD forwarding proxy); "
+        "direct: root://proxy//path (an XCache or a proxy bound to one origin)",
+    )
+    remote: RemoteSpec = Field(default_factory=RemoteSpec)
+
+    @field_validator("redirector", "xrootd_proxy")
+    @classmethod
+    def _xrootd_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("root", "xroot") or not parts.hostname or parts.path.strip("/"):
+            msg = f"expected root://host[:port] without a path, got {value!r}"
+            raise ValueError(msg)
+        return value.rstrip("/")
 
     @field_validator("datasets")
     @classmethod

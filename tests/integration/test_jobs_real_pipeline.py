@@ -28,7 +28,8 @@ def test_real_pipeline_runs_in_the_service(tmp_path: Path) -> None:
     srv = JobServer(tmp_path / "srv", workers=1, fake=False).start()
     try:
         model_scope = "storage.create:/models/tth-classifier"
-        token = srv.token("alice", (*ALL_SCOPES, model_scope, "storage.read:/models/tth-classifier"))
+        read_scope = "storage.read:/models/tth-classifier"
+        token = srv.token("alice", (*ALL_SCOPES, model_scope, read_scope))
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=f"{srv.url}/api/v1", headers=headers, timeout=60) as client:
             for name in ("signal.root", "background.root"):

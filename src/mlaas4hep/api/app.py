@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from fastapi import APIRouter, FastAPI
 
@@ -22,6 +22,7 @@ from mlaas4hep.api.routes_datasets import datasets_router
 from mlaas4hep.api.routes_health import health_router
 from mlaas4hep.api.routes_jobs import jobs_router
 from mlaas4hep.api.schemas import API_PREFIX, Problem
+from mlaas4hep.api.ui import install_ui
 from mlaas4hep.auth.factory import create_authenticator
 from mlaas4hep.auth.policy import INFERENCE_SCOPE, has_scope, model_scope
 from mlaas4hep.auth.principal import Principal
@@ -29,8 +30,12 @@ from mlaas4hep.auth.tokens import Authenticator
 from mlaas4hep.config import Settings
 from mlaas4hep.jobs.datasets import DatasetStore
 from mlaas4hep.jobs.executor_local import LocalExecutor
+from mlaas4hep.jobs.executors import make_executor
 from mlaas4hep.jobs.service import JobService, SpecValidator, pipeline_validator
 from mlaas4hep.jobs.store import JobStore
+
+if TYPE_CHECKING:
+    from mlaas4hep.serve.app import InferenceService
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ def create_app(
     spec_validator: SpecValidator = pipeline_validator,
     run_executor: bool = True,
     with_inference: bool = False,
+    with_ui: bool = True,
     extra_routers: Iterable[APIRouter] = (),
 ) -> FastAPI:
     """Build the service.
@@ -66,7 +72,8 @@ def create_app(
             > 0); False for an API-only replica.
         with_inference: also serve the model inference routes (V2 and TFaaS) from
             ``settings.inference``, authenticated by the same authenticator.
-        extra_routers: more routers (inference, UI) mounted as they are.
+        with_ui: also serve the web UI under ``/ui`` (settings ``ui:``, docs/ui.md).
+        extra_routers: more routers mounted as they are.
 
     Raises:
         SpecError: invalid settings (database URL, auth, sandbox mode).
@@ -77,19 +84,21 @@ def create_app(
     service = JobService(store, datasets, settings, spec_validator)
     executor = None
     if run_executor and settings.executor.workers > 0:
-        executor = LocalExecutor(store, settings)
+        executor = make_executor(store, settings)
 
     routers: list[APIRouter] = list(extra_routers)
+    local_issuer = None
     if authenticator is None:
         setup = create_authenticator(
             settings.auth, data_dir=settings.data_dir, listen_host=settings.host
         )
-        authenticator = setup.authenticator
+        authenticator, local_issuer = setup.authenticator, setup.local_issuer
         if setup.local_issuer is not None:
             routers.append(local_issuer_router(setup.local_issuer))
     # principal_dependency only calls .authenticate(); a test double fits the same slot.
     principal = principal_dependency(cast(Authenticator, authenticator))
     services: list[Service] = []
+    inference = None
     if with_inference:
         inference = _inference(settings, authenticator)
         routers.append(inference.router)
@@ -107,6 +116,17 @@ def create_app(
     app.include_router(datasets_router(datasets, principal), prefix=API_PREFIX)
     for router in routers:
         app.include_router(router)
+    if with_ui:
+        install_ui(
+            app,
+            raw_settings=settings.ui,
+            authenticator=cast(Authenticator, authenticator),
+            trusted_issuers=tuple(getattr(authenticator, "issuers", ())),
+            service=service,
+            datasets=datasets,
+            local_issuer=local_issuer,
+            inference=inference,
+        )
     _add_problem_schema(app)
     app.state.settings, app.state.service, app.state.executor = settings, service, executor
     return app
@@ -120,14 +140,7 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-class RoutedService(Service, Protocol):
-    """A service that also brings routes."""
-
-    @property
-    def router(self) -> APIRouter: ...
-
-
-def _inference(settings: Settings, authenticator: SupportsAuthenticate) -> RoutedService:
+def _inference(settings: Settings, authenticator: SupportsAuthenticate) -> InferenceService:
     from mlaas4hep.serve.app import create_inference_service
     from mlaas4hep.serve.settings import InferenceSettings
 

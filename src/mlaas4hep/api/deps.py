@@ -52,20 +52,28 @@ def forbidden(reason: str) -> HTTPException:
     return HTTPException(status_code=403, detail=reason)
 
 
-def principal_dependency(authenticator: Authenticator) -> Callable[..., Principal]:
+def principal_dependency(
+    authenticator: Authenticator, *, cookie: str | None = None
+) -> Callable[..., Principal]:
     """The dependency that authenticates a request and returns its :class:`Principal`.
 
     It reads the ``Authorization`` header, the TCP peer (``request.client.host``) and, for
     the oauth2-proxy mode, the forwarded identity headers. It is a sync function on
     purpose: FastAPI runs it in a worker thread, so a JWKS fetch never blocks the loop.
+
+    With *cookie* (the web UI's session cookie name), a request without an
+    ``Authorization`` header may carry the same bearer token in that cookie instead; it is
+    validated exactly like the header. The JSON API does not pass *cookie*: only the UI,
+    whose POST forms are CSRF-protected, accepts it.
     """
 
     def principal(request: Request) -> Principal:
         peer = request.client.host if request.client else None
+        header = request.headers.get("authorization")
+        if header is None and cookie is not None and request.cookies.get(cookie):
+            header = f"Bearer {request.cookies[cookie]}"
         try:
-            return authenticator.authenticate(
-                request.headers.get("authorization"), peer, request.headers.items()
-            )
+            return authenticator.authenticate(header, peer, request.headers.items())
         except PermissionDenied as exc:
             raise forbidden(str(exc)) from exc
         except KeyFetchError as exc:
@@ -80,7 +88,7 @@ def principal_dependency(authenticator: Authenticator) -> Callable[..., Principa
         except AuthError as exc:
             # The reason is one of the fixed, client-safe phrases of auth.tokens.
             log.info("rejected credentials from %s: %s", peer, exc)
-            sent = bool(request.headers.get("authorization"))
+            sent = bool(header)
             raise unauthorized(_safe_reason(exc), token_sent=sent) from exc
 
     return principal

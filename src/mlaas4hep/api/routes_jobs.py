@@ -25,11 +25,13 @@ from mlaas4hep.auth.policy import model_scope
 from mlaas4hep.auth.policy import require_scope as require_scope_of
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import PayloadTooLarge, SpecError
+from mlaas4hep.jobs.credentials import bearer_token, wants_token
 from mlaas4hep.jobs.service import (
     JobService,
     UserFile,
     deployed_model,
     input_paths,
+    needs_network,
     parse_spec,
 )
 from mlaas4hep.jobs.states import State
@@ -98,8 +100,12 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
             require_scope_of(caller, f"storage.read:{path}")
         if model := deployed_model(doc):  # publishing a model needs storage.create on it
             require_scope_of(caller, model_scope("create", model))
+        # The job's own remote reads use the caller's token (never logged; see credentials).
+        token = None
+        if wants_token(caller.scopes, needs_network(doc)):
+            token = bearer_token(request.headers.get("authorization"))
         job, created = await run_in_threadpool(
-            service.submit, caller.key, doc, files, idempotency_key
+            service.submit, caller.key, doc, files, idempotency_key, token=token
         )
         response.status_code = 201 if created else 200
         response.headers["Location"] = f"{request.url.path}/{job.id}"

@@ -9,14 +9,19 @@ per line goes to stdout instead (what a service job reads), the last one with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mlaas4hep.spec import load_spec
 from mlaas4hep.train.progress import Progress
+
+if TYPE_CHECKING:
+    from mlaas4hep.preprocess.partitioned import Distributor
 
 _BAR = 30
 
@@ -41,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint inside an epoch this often (default 300; every epoch end anyway)",
     )
     parser.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="preprocess on this Dask cluster (tcp://host:8786); training stays in this process",
+    )
+    parser.add_argument(
         "--feature-cache-gb",
         type=float,
         default=4.0,
@@ -57,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
         JsonLines(sys.stdout) if args.progress_json else ProgressBar(sys.stderr)
     )
     try:
-        result = run_pipeline(
-            spec, args.out, resume=args.resume, progress=show,
-            allow_user_code=args.allow_user_code, checkpoint_every_s=args.checkpoint_every,
-            feature_cache_bytes=int(args.feature_cache_gb * (1 << 30)),
-        )  # fmt: skip
+        with _distributor(args.dask_scheduler) as distributor:
+            result = run_pipeline(
+                spec, args.out, resume=args.resume, progress=show,
+                allow_user_code=args.allow_user_code, checkpoint_every_s=args.checkpoint_every,
+                feature_cache_bytes=int(args.feature_cache_gb * (1 << 30)),
+                distributor=distributor,
+            )  # fmt: skip
     except KeyboardInterrupt:
         show.close()
         print(f"interrupted; continue with: mlaas4hep run {args.spec} --out {args.out} --resume",
@@ -75,6 +87,20 @@ def run(args: argparse.Namespace) -> int:
         }
         print(f"model: {result.model_path}\ntest ({result.metrics['evaluated_on']}): {shown}")
     return 0
+
+
+@contextlib.contextmanager
+def _distributor(address: str | None) -> Iterator[Distributor | None]:
+    if address is None:
+        yield None
+        return
+    from mlaas4hep.jobs.dask_map import DaskDistributor, connect
+
+    client = connect(address)
+    try:
+        yield DaskDistributor(client)
+    finally:
+        client.close()
 
 
 class JsonLines:

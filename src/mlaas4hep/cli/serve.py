@@ -4,16 +4,21 @@ executor and the model inference routes (V2, TFaaS) in one process.
 Without options: SQLite and job files in the data directory, two local job workers, the
 model repository in ``<data_dir>/models``, the local token issuer, on 127.0.0.1:8000.
 ``--config`` points at a production YAML file (see docs/service.md); ``MLAAS4HEP_*``
-variables override it.
+variables override it. ``--only api|executor|inference`` runs one role, as the container
+image does in a scaled-out deployment (docs/deployment.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from mlaas4hep.config import Settings, load_settings
+from mlaas4hep.errors import SpecError
+
+_EXECUTOR_CHECK_S = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,20 +85,33 @@ def _run_executor(settings: Settings) -> int:
     import signal
     import threading
 
-    from mlaas4hep.jobs.executor_local import LocalExecutor
+    from mlaas4hep.jobs.executors import make_executor
     from mlaas4hep.jobs.store import JobStore
 
+    if settings.executor.workers < 1:
+        msg = "serve --only executor needs executor.workers >= 1 (--workers N)"
+        raise SpecError(msg)
     store = JobStore(settings.db_url)
-    executor = LocalExecutor(store, settings)
+    executor = make_executor(store, settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     executor.start()
-    print(f"mlaas4hep: executor {executor.worker_id} running {settings.executor.workers} workers")
+    print(
+        f"mlaas4hep: executor {executor.worker_id} running {settings.executor.workers} workers",
+        flush=True,
+    )
+    status = 0
     try:
-        stop.wait()
+        # No HTTP port to probe: the process itself is the liveness signal. If a pool thread
+        # died, exit non-zero so the container runtime restarts it; its jobs' leases expire.
+        while not stop.wait(_EXECUTOR_CHECK_S):
+            if not executor.alive:
+                print("mlaas4hep: an executor thread died; exiting", file=sys.stderr)
+                status = 1
+                break
     except KeyboardInterrupt:
         pass
     finally:
         executor.stop()
         store.close()
-    return 0
+    return status

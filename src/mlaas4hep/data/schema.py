@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from mlaas4hep.data.sources import open_tree
+from mlaas4hep.data.sources import corrupt_file_error, open_tree
 from mlaas4hep.errors import BranchNotFoundError, closest
 
 Kind = Literal["flat", "jagged", "counter", "other"]
@@ -88,7 +88,11 @@ def inspect_tree(path: str, tree: str | None = None) -> TreeSchema:
     Raises the errors of ``open_tree``.
     """
     with open_tree(path, tree) as obj:
-        branches = rntuple_branches(obj) if is_rntuple(obj) else _ttree_branches(obj)
+        try:
+            branches = rntuple_branches(obj) if is_rntuple(obj) else _ttree_branches(obj)
+        # Branch metadata is deserialized lazily: a damaged file fails here in many ways.
+        except Exception as exc:
+            raise corrupt_file_error(path, exc, "reading the branch list") from exc
         return TreeSchema(path, obj.name, int(obj.num_entries), tuple(branches))
 
 

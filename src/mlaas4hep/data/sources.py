@@ -26,6 +26,14 @@ from typing import Any
 
 import uproot
 
+from mlaas4hep.data.remote import (
+    Retrier,
+    configure_client,
+    forget_handles,
+    is_transient,
+    open_options,
+    through_proxy,
+)
 from mlaas4hep.errors import (
     DataSourceError,
     MissingFileError,
@@ -33,14 +41,17 @@ from mlaas4hep.errors import (
     TreeNotFoundError,
     closest,
 )
+from mlaas4hep.spec import RemoteSpec
 
 REMOTE_SCHEMES = ("root", "xroot", "http", "https")
 TREE_CLASSES = ("TTree", "ROOT::RNTuple")
 _DEFAULT_PORTS = {"root": 1094, "xroot": 1094, "http": 80, "https": 443}
-# Seconds to wait for a remote host. The XRootD client alone retries for ~15 s (or minutes
-# for a silent host) before giving up; a user who typed a wrong host wants to know sooner.
+# Seconds to wait for a remote host when no RemoteSpec says otherwise (file_identity).
+# The XRootD client alone retries for ~15 s (or minutes for a silent host) before giving up;
+# a user who typed a wrong host wants to know sooner. Opens use data.remote.open_timeout.
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 60  # int: the XRootD bindings reject a float
+# XRootD answers for a missing or refused credential (auth) and a missing scope (authz).
+_DENIED = ("auth failed", "permission denied", "not authorized", "unauthorized")
 
 
 def is_remote(path: str) -> bool:
@@ -49,15 +60,20 @@ def is_remote(path: str) -> bool:
 
 
 def resolve_files(
-    patterns: Sequence[str], *, redirector: str | None = None, xrootd_proxy: str | None = None
+    patterns: Sequence[str],
+    *,
+    redirector: str | None = None,
+    xrootd_proxy: str | None = None,
+    proxy_mode: str = "forward",
 ) -> list[str]:
     """Expand user file patterns into concrete paths/URLs, in order, without duplicates.
 
     Accepts local paths, globs (``*``, ``?``, ``[...]``, ``**``; expanded and sorted),
     ``@files.txt`` (one entry per line, ``#`` comments), ``root://``/``xroot://`` and
     ``http(s)://`` URLs (passed through; not checked here) and ``/store/...`` logical file
-    names, which get the ``redirector`` prefix unless they exist locally. ``xrootd_proxy``
-    (``root://proxy:port``) is put in front of every ``root://`` URL.
+    names, which get the ``redirector`` prefix unless they exist locally. With ``xrootd_proxy``
+    (``root://proxy:port``) every ``root://`` URL goes through that proxy (``proxy_mode``
+    ``forward`` or ``direct``, see ``remote.through_proxy``).
 
     Raises ``MissingFileError`` when a path or glob matches no file, names a directory, or
     when nothing at all is left.
@@ -69,7 +85,7 @@ def resolve_files(
         msg = f"no input files in {list(patterns)!r}; give paths, globs, @list.txt or URLs"
         raise MissingFileError(msg)
     if xrootd_proxy:
-        found = [_through_proxy(f, xrootd_proxy) for f in found]
+        found = [through_proxy(f, xrootd_proxy, proxy_mode) for f in found]
     return list(dict.fromkeys(found))
 
 
@@ -127,44 +143,62 @@ def _read_list(list_path: str, redirector: str | None) -> list[str]:
     return files
 
 
-def _through_proxy(url: str, proxy: str) -> str:
-    """Route a root:// URL through an XRootD forwarding proxy (``proxy//url``)."""
-    if urllib.parse.urlsplit(url).scheme not in ("root", "xroot"):
-        return url
-    return proxy.rstrip("/") + "//" + url
-
-
 @contextmanager
-def open_tree(path: str, tree: str | None = None) -> Iterator[Any]:
+def open_tree(
+    path: str, tree: str | None = None, *, remote: RemoteSpec | None = None
+) -> Iterator[Any]:
     """Open ``path`` and yield its TTree or RNTuple named ``tree`` (default: the only one).
 
-    The file is closed when the ``with`` block ends. Raises ``MissingFileError``,
+    The file is closed when the ``with`` block ends. ``remote`` sets the timeouts and
+    retries of a remote open (default: ``RemoteSpec()``). Raises ``MissingFileError``,
     ``NotRootFileError`` (wrong format or truncated), ``TreeNotFoundError`` (listing the
     trees in the file) or ``DataSourceError`` (remote host unreachable, naming the URL).
     """
-    with open_file(path) as file:
+    with open_file(path, remote=remote) as file:
         yield _pick_tree(file, path, tree)
 
 
 @contextmanager
-def open_file(path: str) -> Iterator[Any]:
-    """Open a ROOT file (local or remote) and yield the uproot ``ReadOnlyDirectory``."""
+def open_file(path: str, *, remote: RemoteSpec | None = None) -> Iterator[Any]:
+    """Open a ROOT file (local or remote) and yield the uproot ``ReadOnlyDirectory``.
+
+    A remote open that fails transiently (expired, connection reset) is retried as
+    ``remote`` allows; a host that refuses the very first connection fails at once.
+    """
     if is_remote(path):
-        check_reachable(path)
+        file = _open_remote(path, remote or RemoteSpec())
     else:
         _check_local(path)
-    try:
-        # A Path, not a str: uproot would read "a:b.root" as file "a", object "b.root".
-        file = (
-            uproot.open(path, timeout=READ_TIMEOUT) if is_remote(path) else uproot.open(Path(path))
-        )
-    except (OSError, ValueError) as exc:
-        raise _open_error(path, exc) from exc
+        try:
+            # A Path, not a str: uproot would read "a:b.root" as file "a", object "b.root".
+            file = uproot.open(Path(path))
+        # A damaged header or directory fails in uproot's deserializer with any exception.
+        except Exception as exc:
+            raise _open_error(path, exc) from exc
     try:
         _check_complete(file, path)
         yield file
     finally:
         file.close()
+        if is_remote(path):
+            # fsspec-xrootd keeps open handles for reuse; closing ours now frees the server
+            # slot and never leaves a handle to a server that may be gone by exit time.
+            forget_handles(path, remote or RemoteSpec())
+
+
+def _open_remote(path: str, spec: RemoteSpec) -> Any:
+    configure_client(spec)
+    check_reachable(path, timeout=spec.open_timeout)  # a wrong host fails fast, no retries
+    retrier = Retrier(path, spec)
+    while True:
+        try:
+            return uproot.open(path, **open_options(spec))
+        # As for local files: a damaged header fails in uproot with any exception type.
+        except Exception as exc:
+            error = _open_error(path, exc)
+            if not is_transient(exc):
+                raise error from exc
+            retrier.failed(error, "opening")
 
 
 def _check_local(path: str) -> None:
@@ -202,6 +236,13 @@ def _open_error(path: str, exc: Exception) -> DataSourceError:
     if "not a ROOT file" in text or "expected Chunk of length" in text:
         msg = f"{path!r} is not a ROOT file or is truncated ({short}); check the input"
         return NotRootFileError(msg)
+    if is_remote(path) and any(m in text.lower() for m in _DENIED):
+        msg = (
+            f"cannot open {path!r}: {short}; the server wants credentials this process lacks: "
+            "a bearer token with storage.read for the path (BEARER_TOKEN_FILE; jobs get "
+            "their submitter's) or an X.509 proxy (X509_USER_PROXY)"
+        )
+        return DataSourceError(msg)
     if is_remote(path):
         return DataSourceError(f"cannot open {path!r}: {short}; check the URL and your access")
     return NotRootFileError(f"{path!r} is not a readable ROOT file ({short}); check the input")
@@ -230,12 +271,12 @@ def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
 def _pick_tree(file: Any, path: str, tree: str | None) -> Any:
     try:
         classes = file.classnames(recursive=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged directory: see open_file
         raise _open_error(path, exc) from exc
     trees = sorted({k.rsplit(";", 1)[0] for k, c in classes.items() if c in TREE_CLASSES})
     if tree is None:
         if len(trees) == 1:
-            return file[trees[0]]
+            return _read_tree(file, path, trees[0])
         if not trees:
             msg = f"{path!r} holds no TTree or RNTuple (only {sorted(classes)!r})"
             raise TreeNotFoundError(msg)
@@ -244,7 +285,27 @@ def _pick_tree(file: Any, path: str, tree: str | None) -> Any:
     if tree not in trees:
         msg = f"no tree {tree!r} in {path!r}; {closest(tree, trees)}"
         raise TreeNotFoundError(msg)
-    return file[tree]
+    return _read_tree(file, path, tree)
+
+
+def _read_tree(file: Any, path: str, name: str) -> Any:
+    try:
+        return file[name]
+    # A damaged file makes uproot's deserializer fail in many ways (DeserializationError,
+    # KeyInFileError, RecursionError, UnicodeError...); all of them mean "corrupt file".
+    except Exception as exc:
+        raise corrupt_file_error(path, exc, f"reading tree {name!r}") from exc
+
+
+def corrupt_file_error(path: str, exc: BaseException, what: str) -> NotRootFileError:
+    """A one-line ``NotRootFileError`` for a failure of uproot inside a damaged file."""
+    text = " ".join(str(exc).split()) or "no detail"
+    short = text if len(text) <= 200 else text[:200] + "..."
+    msg = (
+        f"{path!r} is damaged: {what} failed ({type(exc).__name__}: {short}); "
+        "copy or regenerate the file"
+    )
+    return NotRootFileError(msg)
 
 
 def file_identity(path: str) -> dict[str, Any]:

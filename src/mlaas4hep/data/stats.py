@@ -19,15 +19,17 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mlaas4hep.data.accumulators import CollectionStats, SampleStats, ScalarStats, StatsLayout
+from mlaas4hep.data.partition import Distributor, SerialDistributor
 from mlaas4hep.data.schema import TreeSchema, inspect_tree
 from mlaas4hep.data.sources import file_identity
 from mlaas4hep.data.stream import Partition, iterate_partition, partitions
 from mlaas4hep.errors import SpecError
-from mlaas4hep.spec import DataSpec
+from mlaas4hep.spec import DataSpec, RemoteSpec
 
 __all__ = [
     "OVERALL",
@@ -49,21 +51,28 @@ def first_pass(
     *,
     cache_dir: Path | None = None,
     datasets: Sequence[str] | None = None,
+    distributor: Distributor | None = None,
 ) -> dict[str, SampleStats]:
     """Statistics of ``branches`` per dataset name and overall (key ``OVERALL``).
 
     Honours ``max_events`` like ``stream``. With ``cache_dir``, per-file results are read
-    from and written to that directory. Raises the errors of ``stream`` and ``SpecError``
+    from and written to that directory. With ``distributor`` (``data.partition``), the
+    files are read there (a Dask cluster); their results merge in file order, so they
+    equal the local ones bit for bit. Raises the errors of ``stream`` and ``SpecError``
     for a branch whose type has no statistics (neither numeric flat nor jagged).
     """
     names = [d.name for d in data.datasets] if datasets is None else list(datasets)
     result = {name: SampleStats() for name in names}
-    layout: StatsLayout | None = None
-    for part in partitions(data, datasets=datasets, split=False):
-        if layout is None:
-            layout = plan_layout(inspect_tree(part.file, data.tree), branches)
-        stats = _file_stats(part, branches, layout, data.step_size, cache_dir)
-        result[part.dataset] = result[part.dataset].merge(stats)
+    parts = partitions(data, datasets=datasets, split=False)
+    if parts:
+        layout = plan_layout(inspect_tree(parts[0].file, data.tree), branches)
+        per_file = partial(
+            _file_stats, branches=list(branches), layout=layout, step_size=data.step_size,
+            cache_dir=cache_dir, remote=data.remote,
+        )  # fmt: skip
+        runner = distributor or SerialDistributor()
+        for part, stats in zip(parts, runner.map_ordered(per_file, parts), strict=True):
+            result[part.dataset] = result[part.dataset].merge(stats)
     overall = SampleStats()
     for stats in result.values():
         overall = overall.merge(stats)
@@ -94,6 +103,7 @@ def _file_stats(
     layout: StatsLayout,
     step_size: int,
     cache_dir: Path | None,
+    remote: RemoteSpec | None = None,
 ) -> SampleStats:
     key = _cache_key(part, branches) if cache_dir is not None else None
     if cache_dir is not None and key is not None:
@@ -101,7 +111,7 @@ def _file_stats(
         if cached is not None:
             return cached
     stats = SampleStats()
-    for chunk in iterate_partition(part, branches, step_size):
+    for chunk in iterate_partition(part, branches, step_size, remote=remote):
         stats.update(chunk.arrays, layout)
     if cache_dir is not None and key is not None and _cache_key(part, branches) == key:
         _write_cache(cache_dir, key, stats)

@@ -20,16 +20,16 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from mlaas4hep.data.remote import Retrier, is_transient
 from mlaas4hep.data.schema import is_rntuple, rntuple_branches
-from mlaas4hep.data.sources import open_tree, resolve_files
+from mlaas4hep.data.sources import corrupt_file_error, is_remote, open_tree, resolve_files
 from mlaas4hep.errors import (
     BranchNotFoundError,
-    DataSourceError,
     Mlaas4hepError,
     SpecError,
     closest,
 )
-from mlaas4hep.spec import DatasetSpec, DataSpec
+from mlaas4hep.spec import DatasetSpec, DataSpec, RemoteSpec
 
 Label = int | float | None
 
@@ -75,30 +75,81 @@ def iterate_file(
     entry_stop: int | None = None,
     dataset: str = "",
     label: Label = None,
+    remote: RemoteSpec | None = None,
 ) -> Iterator[Chunk]:
     """Yield chunks of at most ``step_size`` entries of ``branches`` from one file.
 
-    ``entry_stop`` is clipped to the number of entries. Raises the errors of ``open_tree``,
-    ``BranchNotFoundError`` (with the closest names) and ``DataSourceError`` when a basket
-    cannot be read.
+    ``entry_stop`` is clipped to the number of entries. For a remote file, a transient
+    failure (expired request, reset or refused connection) reopens the file and resumes at
+    the chunk that failed, with the timeouts, retries and backoff of ``remote`` (default
+    ``RemoteSpec()``). Raises the errors of ``open_tree``, ``BranchNotFoundError`` (with the
+    closest names), ``NotRootFileError`` when a basket cannot be read and
+    ``DataSourceError`` (URL, operation, last error) when the retries are spent.
     """
     names = _check_request(branches, step_size)
-    with open_tree(path, tree) as obj:
+    where = _Position(entry_start)
+    if not is_remote(path):
+        yield from _read_file(path, tree, names, step_size, entry_stop, dataset, label, where)
+        return
+    spec = remote or RemoteSpec()
+    retrier = Retrier(path, spec)
+    while True:
+        try:
+            for chunk in _read_file(
+                path, tree, names, step_size, entry_stop, dataset, label, where, spec
+            ):
+                yield chunk
+                retrier.succeeded()
+            return
+        # OSError mostly; the XRootD bindings raise ValueError on a handle whose connection
+        # died ("I/O operation on closed file").
+        except (OSError, ValueError) as exc:
+            # Before the file was ever opened, an unreachable host is a mistake, not a blip.
+            if not where.opened or not is_transient(exc):
+                raise
+            retrier.failed(exc, f"reading entries from {where.start} of")
+
+
+@dataclass
+class _Position:
+    """Where a read has got to: the next entry, and whether the file was opened once."""
+
+    start: int
+    opened: bool = False
+
+
+def _read_file(
+    path: str,
+    tree: str | None,
+    names: list[str],
+    step_size: int,
+    entry_stop: int | None,
+    dataset: str,
+    label: Label,
+    where: _Position,
+    remote: RemoteSpec | None = None,
+) -> Iterator[Chunk]:
+    with open_tree(path, tree, remote=remote) as obj:
+        where.opened = True
         stop = obj.num_entries if entry_stop is None else min(entry_stop, obj.num_entries)
-        if entry_start >= stop:
+        if where.start >= stop:
             return
         reader = _rntuple_reader if is_rntuple(obj) else _ttree_reader
-        start = entry_start
         try:
-            for arrays in reader(obj, path, names, step_size, entry_start, stop):
-                end = start + len(arrays)
-                yield Chunk(arrays, dataset, label, path, start, end)
-                start = end
+            for arrays in reader(obj, path, names, step_size, where.start, stop):
+                start = where.start
+                where.start = start + len(arrays)
+                yield Chunk(arrays, dataset, label, path, start, where.start)
         except Mlaas4hepError:
             raise
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            msg = f"reading {path!r} failed near entry {start}: {exc}; the file may be corrupt"
-            raise DataSourceError(msg) from exc
+        # uproot fails on a damaged basket with many exception types (DecompressionError,
+        # DeserializationError, TypeError, IndexError...): all mean "this file is corrupt".
+        # A remote read that failed on the way is not corruption: it goes up to be retried.
+        except Exception as exc:
+            if remote is not None and is_transient(exc):
+                raise
+            msg = f"reading entries from {where.start}"
+            raise corrupt_file_error(path, exc, msg) from exc
 
 
 def stream(
@@ -123,13 +174,21 @@ def stream(
                 entry_stop=remaining,
                 dataset=ds.name,
                 label=ds.label,
+                remote=data.remote,
             ):
                 remaining = None if remaining is None else remaining - len(chunk)
                 yield chunk
 
 
-def iterate_partition(part: Partition, branches: Sequence[str], step_size: int) -> Iterator[Chunk]:
-    """Yield the chunks of one partition (see ``partitions``)."""
+def iterate_partition(
+    part: Partition,
+    branches: Sequence[str],
+    step_size: int,
+    *,
+    remote: RemoteSpec | None = None,
+) -> Iterator[Chunk]:
+    """Yield the chunks of one partition (see ``partitions``); ``remote`` as in
+    ``iterate_file``."""
     return iterate_file(
         part.file,
         part.tree,
@@ -139,6 +198,7 @@ def iterate_partition(part: Partition, branches: Sequence[str], step_size: int) 
         entry_stop=part.entry_stop,
         dataset=part.dataset,
         label=part.label,
+        remote=remote,
     )
 
 
@@ -158,7 +218,7 @@ def partitions(
         for path in _files(data, ds):
             if remaining == 0:
                 break
-            with open_tree(path, data.tree) as obj:
+            with open_tree(path, data.tree, remote=data.remote) as obj:
                 n = int(obj.num_entries)
             n = n if remaining is None else min(n, remaining)
             remaining = None if remaining is None else remaining - n
@@ -171,7 +231,12 @@ def partitions(
 
 
 def _files(data: DataSpec, ds: DatasetSpec) -> list[str]:
-    return resolve_files(ds.files, redirector=data.redirector, xrootd_proxy=data.xrootd_proxy)
+    return resolve_files(
+        ds.files,
+        redirector=data.redirector,
+        xrootd_proxy=data.xrootd_proxy,
+        proxy_mode=data.xrootd_proxy_mode,
+    )
 
 
 def _select(data: DataSpec, names: Sequence[str] | None) -> list[DatasetSpec]:

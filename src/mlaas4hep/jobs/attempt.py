@@ -30,11 +30,15 @@ import psutil
 from mlaas4hep.config import Settings
 from mlaas4hep.jobs import limits as lim
 from mlaas4hep.jobs import progress as prog
+from mlaas4hep.jobs.credentials import credentials_dir, token_env
 from mlaas4hep.jobs.layout import JobPaths, remove_tree
 from mlaas4hep.jobs.sandbox import SandboxPlan, wrap
 from mlaas4hep.jobs.store import JobRecord, LeaseLost
 
 JOB_MARKER = "MLAAS4HEP_JOB_ID"
+#: The attempt number beside the job marker: a sweep for a lost attempt must not kill the
+#: next attempt of the same job, which may already run on another executor of this host.
+ATTEMPT_MARKER = "MLAAS4HEP_JOB_ATTEMPT"
 _TICK_S = 0.2
 _ENV_PASS = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "X509_CERT_DIR", "X509_USER_PROXY")
 
@@ -125,7 +129,7 @@ class AttemptRunner:
         try:
             returncode = self._supervise(proc, log)
         finally:
-            sweep(self.job.id, proc.pid)
+            sweep(self.job.id, proc.pid, attempt)
         outcome = dataclasses.replace(
             self._outcome(returncode, log, partial), progress=self._progress
         )
@@ -149,13 +153,15 @@ class AttemptRunner:
         if self.bwrap:
             plan = SandboxPlan(
                 writable=partial,
-                readable=(self.paths.input, *self.readable),
+                readable=(self.paths.input, credentials_dir(self.paths), *self.readable),
                 network=self.job.needs_network,
                 extra_ro=tuple(self.settings.executor.sandbox_ro_paths),
             )
             argv = wrap(self.bwrap, argv, plan)
         env = {k: os.environ[k] for k in _ENV_PASS if k in os.environ}
-        env.update({JOB_MARKER: self.job.id, "PYTHONUNBUFFERED": "1", "HOME": str(partial)})
+        env.update({JOB_MARKER: self.job.id, ATTEMPT_MARKER: str(self.job.attempt)})
+        env.update({"PYTHONUNBUFFERED": "1", "HOME": str(partial)})
+        env.update(token_env(self.paths))  # the submitter's token for XRootD, if it has one
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -193,7 +199,7 @@ class AttemptRunner:
         returncode = proc.wait()
         # Leftover processes (same group or escaped with setsid) may hold the pipes open;
         # they go before the readers are joined, so the readers see end-of-file.
-        sweep(self.job.id, proc.pid)
+        sweep(self.job.id, proc.pid, self.job.attempt)
         for t in readers:
             t.join(timeout=5)
         proc.stdout.close()
@@ -283,18 +289,20 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def sweep(job_id: str, pgid: int | None = None) -> int:
+def sweep(job_id: str, pgid: int | None = None, attempt: int | None = None) -> int:
     """Kill every process of job *job_id* still alive; returns how many were found.
 
     Kills the process group *pgid* (when given) and any process whose environment carries
     the job's marker, which also catches children that left the group with ``setsid``.
+    With *attempt*, only that attempt's processes: a later attempt of the job may already
+    run (requeued after a lost lease) and must survive the sweep of the lost one.
     """
     if pgid is not None:
         lim.kill_group(pgid, signal.SIGKILL)
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.pid != os.getpid() and proc.environ().get(JOB_MARKER) == job_id:
+            if proc.pid != os.getpid() and _marked(proc.environ(), job_id, attempt):
                 found.append(proc)
         except psutil.Error:
             continue
@@ -305,3 +313,9 @@ def sweep(job_id: str, pgid: int | None = None) -> int:
             continue
     psutil.wait_procs(found, timeout=5)
     return len(found)
+
+
+def _marked(environ: dict[str, str], job_id: str, attempt: int | None) -> bool:
+    if environ.get(JOB_MARKER) != job_id:
+        return False
+    return attempt is None or environ.get(ATTEMPT_MARKER, str(attempt)) == str(attempt)

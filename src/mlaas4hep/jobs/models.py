@@ -22,11 +22,15 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mlaas4hep.errors import SpecError
+
+#: Advisory lock id serialising table creation on PostgreSQL (any constant: "mlaas4" in ASCII).
+_DDL_LOCK_KEY = 0x6D6C61617334
 
 
 class Base(DeclarativeBase):
@@ -103,7 +107,7 @@ def make_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
             if engine.url.database and engine.url.database != ":memory:":
                 Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
-        Base.metadata.create_all(engine)
+        _create_tables(engine)
     except ModuleNotFoundError as exc:
         msg = (
             f"the database URL {url!r} needs the {exc.name!r} driver: pip install 'psycopg[binary]'"
@@ -113,6 +117,17 @@ def make_engine(url: str) -> Engine:
         msg = f"cannot use the database {_redact(url)!r}: {exc}; check database_url"
         raise SpecError(msg) from exc
     return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        Base.metadata.create_all(engine)
+        return
+    # Replicas starting together would race on CREATE TABLE (a unique violation in the
+    # catalogue); a transaction-scoped advisory lock lets one create and the others see it.
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
+        Base.metadata.create_all(conn)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

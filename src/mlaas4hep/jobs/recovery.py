@@ -85,7 +85,7 @@ def recover(store: JobStore, data_dir: Path, alive: frozenset[str] = frozenset()
 
 def _cleanup(data_dir: Path, job_id: str, step: CleanupAttempt, pgid: int | None) -> None:
     if step.worker and step.worker.split(":")[0] == socket.gethostname():
-        sweep(job_id, pgid)
+        sweep(job_id, pgid, step.attempt)
     remove_tree(job_paths(data_dir, job_id).partial(step.attempt))
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from mlaas4hep.config import Settings
 from mlaas4hep.errors import NotFound, PayloadTooLarge, SpecError
+from mlaas4hep.jobs.credentials import store_token
 from mlaas4hep.jobs.datasets import DatasetStore
 from mlaas4hep.jobs.layout import JobPaths, job_paths, remove_tree, safe_name
 from mlaas4hep.jobs.limits import fmt_bytes
@@ -102,8 +103,13 @@ class JobService:
         doc: dict[str, Any],
         files: Sequence[UserFile] = (),
         idempotency_key: str | None = None,
+        *,
+        token: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Validate and queue a job; returns ``(job, created)`` (False for a replay).
+
+        ``token``: the submitter's bearer token, kept for the job's remote reads (see
+        ``jobs.credentials``); pass it only when ``credentials.wants_token`` says so.
 
         Raises:
             SpecError: invalid spec, file names or dataset references.
@@ -126,7 +132,10 @@ class JobService:
         spec = self.validator(self._resolve_datasets(doc, owner))
         job_id = uuid.uuid4().hex
         paths = job_paths(self.settings.data_dir, job_id)
+        spec = _module_in_input(spec, paths, files)
         self._write_input(paths, spec, files)
+        if token:
+            store_token(paths, token)
         new = NewJob(
             owner=owner,
             name=str(spec.get("name", "job"))[:256],
@@ -324,6 +333,23 @@ def _input_path(item: Any) -> str | None:
         return "/" + posixpath.normpath(text).lstrip("/")
     parts = PurePosixPath(text).parts
     return text if ".." in parts else None
+
+
+def _module_in_input(
+    spec: dict[str, Any], paths: JobPaths, files: Sequence[UserFile]
+) -> dict[str, Any]:
+    """Point a relative ``model.module`` at the file of that name sent with the job.
+
+    The job runs in its attempt directory, not beside its input: without this, the module
+    sent with the job (``-F files=@my_net.py``) would not be found.
+    """
+    model = spec.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("module"), str):
+        return spec
+    module = PurePosixPath(model["module"])
+    if module.is_absolute() or module.name not in {f.name for f in files}:
+        return spec
+    return {**spec, "model": {**model, "module": str(paths.input / module.name)}}
 
 
 def _request_hash(doc: dict[str, Any], files: Sequence[UserFile]) -> str:

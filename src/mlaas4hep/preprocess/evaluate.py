@@ -170,7 +170,7 @@ def _reduction(f: str, args: list[Value]) -> np.ndarray[Any, Any]:
         offsets, content = found
         has = np.diff(offsets) > pos
         idx = np.where(has, offsets[:-1] + pos, 0)
-        picked_np = content[idx] if len(content) else np.zeros(len(has), dtype=content.dtype)
+        picked_np = content.take(idx) if len(content) else np.zeros(len(has), content.dtype)
         return np.where(has, picked_np, float(default)).astype(np.float64)
     picked = ak.pad_none(x, pos + 1, axis=1, clip=True)[:, pos]
     return _to_numpy(ak.fill_none(picked, float(default))).astype(np.float64)

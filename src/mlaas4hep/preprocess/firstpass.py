@@ -25,20 +25,52 @@ class Accumulator:
         self.class_w = np.zeros(max(program.labels.n_classes, 2))
 
     def add(self, dataset: str, r: ChunkResult) -> None:
-        counts = self.flow.setdefault(dataset, np.zeros(self.ncuts + 1, dtype=np.int64))
-        counts += np.array((r.n_in, *r.passed), dtype=np.int64)
-        ev = self.events.setdefault(dataset, dict.fromkeys(_EVENT_KEYS, 0))
-        ev["read"] += r.n_in
-        ev["passed"] += len(r.y)
-        ev["dropped_nonfinite"] += r.dropped
+        """Add one processed chunk: its own sums, merged (the same path as a worker's)."""
+        self.merge(self._of_chunk(dataset, r))
+
+    def _of_chunk(self, dataset: str, r: ChunkResult) -> Accumulator:
+        part = Accumulator(self.program)
+        part.flow[dataset] = np.array((r.n_in, *r.passed), dtype=np.int64)
+        ev = part.events[dataset] = dict.fromkeys(_EVENT_KEYS, 0)
+        ev["read"] = r.n_in
+        ev["passed"] = len(r.y)
+        ev["dropped_nonfinite"] = r.dropped
         for name, code in SPLIT_CODES.items():
-            ev[name] += int((r.split == code).sum())
-        for k, v in r.nonfinite.items():
-            self.nonfinite[k] = self.nonfinite.get(k, 0) + v
+            ev[name] = int((r.split == code).sum())
+        part.nonfinite = {k: int(v) for k, v in r.nonfinite.items()}
         train = r.split == TRAIN
-        self.stats.update(r.X[train])
+        part.stats.update(r.X[train])
         if self.program.labels.task != "regression" and train.any():
-            np.add.at(self.class_w, r.y[train].astype(np.int64), r.w[train].astype(np.float64))
+            np.add.at(part.class_w, r.y[train].astype(np.int64), r.w[train].astype(np.float64))
+        return part
+
+    def merge(self, other: Accumulator) -> Accumulator:
+        """Add *other* (a chunk's, a partition's, a worker's sums) exactly; returns self.
+
+        Counts and the cut flow add as integers; the feature statistics merge with Chan
+        et al.'s update. Merging per-partition results in partition order gives bit for
+        bit what one process streaming the same chunks gives (``Preprocessor.fit``).
+        """
+        for ds, counts in other.flow.items():
+            mine = self.flow.setdefault(ds, np.zeros(self.ncuts + 1, dtype=np.int64))
+            mine += counts
+        for ds, ev in other.events.items():
+            acc = self.events.setdefault(ds, dict.fromkeys(_EVENT_KEYS, 0))
+            for k, v in ev.items():
+                acc[k] += v
+        for k, n in other.nonfinite.items():
+            self.nonfinite[k] = self.nonfinite.get(k, 0) + n
+        self.stats.merge(other.stats)
+        self.class_w = self.class_w + other.class_w
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shipped between processes without the compiled program (the receiver has its own).
+        return {k: v for k, v in self.__dict__.items() if k != "program"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.program = None  # type: ignore[assignment]
 
     def info(self) -> FeatureInfo:
         pre = self.program.spec.preprocess

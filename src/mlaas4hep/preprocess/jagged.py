@@ -57,8 +57,7 @@ class Selection:
         offsets, keep = mask
         # integer positions + take: several times faster than boolean indexing per column
         index = np.flatnonzero(keep)
-        kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
-        return cls(offsets, kept[offsets], index)
+        return cls(offsets, _running_count(keep).take(offsets), index)
 
     def counts(self) -> np.ndarray[Any, Any]:
         """Objects kept per event."""
@@ -118,7 +117,7 @@ def reduce(f: str, lists: Parts, default: float = np.nan) -> np.ndarray[Any, Any
         out[filled] = ufunc.reduceat(content, offsets[:-1][filled])
         return out
     if content.dtype == np.bool_:
-        hits = _segment_sum(content, offsets, counts, np.int64)
+        hits = _count_true(content, offsets)
         if f == "any":
             return np.asarray(hits > 0)
         if f == "all":
@@ -129,6 +128,29 @@ def reduce(f: str, lists: Parts, default: float = np.nan) -> np.ndarray[Any, Any
     return out.astype(content.dtype) if content.dtype.kind == "f" else out
 
 
+def _count_true(
+    content: np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """Per-list number of true values: differences of one running count (exact)."""
+    return np.diff(_running_count(content).take(offsets))
+
+
+def _running_count(flags: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``[0, f0, f0+f1, ...]``: the true values before each position."""
+    running = np.empty(len(flags) + 1, dtype=np.int64)
+    running[0] = 0
+    np.cumsum(flags, dtype=np.int64, out=running[1:])  # in place: no concatenated copy
+    return running
+
+
+def event_index(offsets: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The event (list) number of every flat object: ``repeat(arange(n), counts)``, faster."""
+    n_objects = int(offsets[-1])
+    # each list start bumps the running event number; empty lists bump it at the same place
+    starts = np.bincount(offsets[1:-1], minlength=n_objects + 1)[:n_objects]
+    return np.cumsum(starts, dtype=np.int64)
+
+
 def _segment_sum(
     content: np.ndarray[Any, Any],
     offsets: np.ndarray[Any, Any],
@@ -136,6 +158,9 @@ def _segment_sum(
     dtype: type[np.generic],
 ) -> np.ndarray[Any, Any]:
     """Per-list sums accumulated in *dtype* (no converted copy of the content)."""
+    if dtype is np.float64 and len(content):
+        # one sequential float64 pass, like reduceat's, but without its per-list overhead
+        return np.bincount(event_index(offsets), weights=content, minlength=len(counts))
     out = np.zeros(len(counts), dtype=dtype)
     filled = counts > 0
     # reduceat over the starts of non-empty lists only: each then runs exactly to the next

@@ -39,14 +39,36 @@ class FeatureStats:
             lo, hi = x.min(axis=0), x.max(axis=0)
         else:
             n_b, mean_b, m2_b, lo, hi = self._masked(x)
+        self._absorb(n_b, mean_b, m2_b, lo, hi)
+
+    def merge(self, other: FeatureStats) -> None:
+        """Add *other*'s values (computed anywhere: another chunk, partition or worker).
+
+        Exact up to rounding in any order; merging the per-chunk results in stream order
+        gives bit for bit what ``update`` on those chunks gives.
+        """
+        if len(other.count) != len(self.count):
+            msg = f"cannot merge statistics of {len(other.count)} features into {len(self.count)}"
+            raise ValueError(msg)
+        self.nonfinite = self.nonfinite + other.nonfinite
+        if other.count.any():
+            self._absorb(other.count, other.mean, other.m2, other.min, other.max)
+
+    def _absorb(self, *batch: np.ndarray[Any, Any]) -> None:
+        # Chan et al.: combine (count, mean, M2) of two disjoint sets of values.
+        n_b, mean_b, m2_b, lo, hi = batch
         self.min = np.minimum(self.min, lo)
         self.max = np.maximum(self.max, hi)
         n_a = self.count
         n = n_a + n_b
         safe_n = np.maximum(n, 1)
         delta = mean_b - self.mean
-        self.mean = self.mean + delta * n_b / safe_n
-        self.m2 = self.m2 + m2_b + delta**2 * n_a * n_b / safe_n
+        # Where one side is empty the other is taken as is, so merging into a fresh
+        # accumulator is exact and the order of empty merges never changes a bit.
+        mean = self.mean + delta * n_b / safe_n
+        m2 = self.m2 + m2_b + delta**2 * n_a * n_b / safe_n
+        self.mean = np.where(n_a == 0, mean_b, np.where(n_b == 0, self.mean, mean))
+        self.m2 = np.where(n_a == 0, m2_b, np.where(n_b == 0, self.m2, m2))
         self.count = n
 
     def _masked(self, x: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:

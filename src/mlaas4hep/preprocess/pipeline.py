@@ -15,16 +15,16 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import awkward as ak
 import numpy as np
 
 from mlaas4hep.data.schema import inspect_tree
 from mlaas4hep.data.sources import resolve_files
-from mlaas4hep.data.stream import stream
+from mlaas4hep.data.stream import Partition, stream
 from mlaas4hep.errors import DataQualityError, SpecError
-from mlaas4hep.preprocess import cache
+from mlaas4hep.preprocess import cache, partitioned
 from mlaas4hep.preprocess.firstpass import Accumulator
 from mlaas4hep.preprocess.info import FeatureBatch, FeatureInfo
+from mlaas4hep.preprocess.partitioned import Distributor, chunk_columns
 from mlaas4hep.preprocess.prefetch import ordered_map, prefetch
 from mlaas4hep.preprocess.program import LABEL, WEIGHT, ChunkResult, Program
 from mlaas4hep.preprocess.shuffle import shuffled
@@ -61,6 +61,9 @@ class Preprocessor:
             the work); default: 2, or 1 on a single-core machine.
         stream_fn, names_fn: the data source (default: ``mlaas4hep.data``); tests inject
             in-memory chunks here.
+        distributor: run the chunks as partitions there (a Dask cluster, say) instead of
+            in this process; same per-chunk code, same results (``preprocess.partitioned``).
+            ``stream_fn`` is then not used.
 
     Raises:
         SpecError / ExpressionError: at construction for an invalid expression or label
@@ -75,6 +78,7 @@ class Preprocessor:
         threads: int | None = None,
         stream_fn: StreamFn | None = None,
         names_fn: NamesFn | None = None,
+        distributor: Distributor | None = None,
     ) -> None:
         self.spec = spec
         self.program = Program(spec)
@@ -84,6 +88,8 @@ class Preprocessor:
         self.threads = threads if threads is not None else min(2, os.cpu_count() or 1)
         self._stream_fn = stream_fn or _data_stream
         self._names_fn = names_fn or _data_branch_names
+        self.distributor = distributor
+        self._plans: dict[tuple[str, ...] | None, list[Partition]] = {}
         self._branches: list[str] | None = None
         self._info: FeatureInfo | None = None
 
@@ -98,10 +104,22 @@ class Preprocessor:
         """Every chunk of *datasets* (default: all, in spec order) through the program.
 
         The next chunk is read in a background thread while the current ones are processed
-        on ``threads`` threads; results come in stream order.
+        on ``threads`` threads; results come in stream order. With a distributor, the
+        partitions run there and their results stream back in the same order.
         """
+        if self.distributor is not None:
+            parts = self._plan(datasets)
+            yield from partitioned.results(self.spec, self.branches, self.distributor, parts)
+            return
         source = prefetch(self._stream_fn(self.spec.data, self.branches, datasets), depth=1)
         yield from self._run_all(source)
+
+    def _plan(self, datasets: Sequence[str] | None) -> list[Partition]:
+        """The partitions of *datasets*, planned once per run (planning opens every file)."""
+        key = None if datasets is None else tuple(datasets)
+        if key not in self._plans:
+            self._plans[key] = partitioned.plan(self.spec, datasets)
+        return self._plans[key]
 
     def _run_all(self, chunks: Iterator[ChunkLike]) -> Iterator[ChunkResult]:
         """Chunks through the program, on ``threads`` threads, in order."""
@@ -139,6 +157,11 @@ class Preprocessor:
         return self._info
 
     def _first_pass(self) -> tuple[FeatureInfo, list[str]]:
+        if self.distributor is not None:
+            merged, read = partitioned.first_pass(
+                self.spec, self.program, self.branches, self.distributor, self._plan(None)
+            )
+            return merged.info(), read
         acc = Accumulator(self.program)
         files: list[str] = []
 
@@ -227,11 +250,7 @@ class Preprocessor:
             yield r
 
 
-def _columns(arrays: Any) -> dict[str, Any]:
-    """Columns of a chunk: a record array (one field per branch) or a mapping."""
-    if isinstance(arrays, dict):
-        return arrays
-    return dict(zip(ak.fields(arrays), ak.unzip(arrays), strict=True))
+_columns = chunk_columns
 
 
 # -- the default data source: mlaas4hep.data --------------------------------------------
@@ -246,5 +265,10 @@ def _data_stream(
 def _data_branch_names(data: DataSpec) -> Collection[str]:
     """Branch names of the first file of the first dataset (the others must match)."""
     first = data.datasets[0]
-    files = resolve_files(first.files, redirector=data.redirector, xrootd_proxy=data.xrootd_proxy)
+    files = resolve_files(
+        first.files,
+        redirector=data.redirector,
+        xrootd_proxy=data.xrootd_proxy,
+        proxy_mode=data.xrootd_proxy_mode,
+    )
     return inspect_tree(files[0], data.tree).names()

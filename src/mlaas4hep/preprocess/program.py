@@ -302,9 +302,9 @@ def _nonfinite_rows(
     X: np.ndarray[Any, Any], names: tuple[str, ...], counts: dict[str, int]
 ) -> np.ndarray[Any, Any] | None:
     """Count NaN/inf per feature into *counts*; the rows holding any (None if none)."""
-    # A column sum is finite iff all its values are (barring float64 overflow, which then
-    # takes the exact path): one cheap pass in the common all-finite case.
-    if np.isfinite(X.sum(axis=0, dtype=np.float64)).all():
+    # A sum is finite iff all its values are (barring overflow, which then takes the exact
+    # path): one contiguous pass in the common all-finite case.
+    if np.isfinite(X.sum()):
         return None
     bad = ~np.isfinite(X)
     for j in np.flatnonzero(bad.any(axis=0)):

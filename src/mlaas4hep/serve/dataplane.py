@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlaas4hep import __version__
+from mlaas4hep.auth.policy import INFERENCE_SCOPE, model_scope
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import Mlaas4hepError, NotFound, PermissionDenied
 from mlaas4hep.serve.codec import Array, InferRequest, decode_request, encode_response
@@ -78,7 +79,10 @@ class DataPlane:
         """Raise PermissionDenied unless *principal* may do *action* on model *name*."""
         if not self._authorize(principal, action, name):
             who = principal.name or principal.subject
-            msg = f"{who!r} may not {action} model {name!r}; ask its owner to share it"
+            msg = (
+                f"{who!r} may not {action} model {name!r}: missing scope {_needed(action, name)}"
+                "; ask its owner to share it"
+            )
             raise PermissionDenied(msg)
 
     def model_metadata(
@@ -184,6 +188,13 @@ class DataPlane:
     async def unload(self, principal: Principal, name: str) -> None:
         self.check(principal, "modify", name)
         await self.manager.unload(name)
+
+
+def _needed(action: str, name: str) -> str:
+    """The scope(s) the documented policy asks for (docs/security.md), for messages."""
+    if action == "infer":
+        return f"{model_scope('read', name)!r} or {INFERENCE_SCOPE!r}"
+    return repr(model_scope(action, name))
 
 
 def check_inputs(loaded: LoadedVersion, inputs: dict[str, Array], datatypes: dict[str, str]) -> int:

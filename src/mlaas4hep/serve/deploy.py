@@ -61,6 +61,13 @@ class Deployer:
                 await asyncio.to_thread(_save, metadata, root / METADATA_FILE)
             return await self._publish(principal, name, root)
 
+    async def publish_directory(
+        self, principal: Principal, name: str, source: Path
+    ) -> tuple[str, int]:
+        """Publish a model directory (a job's result bundle) as the next version of *name*,
+        checked and loaded exactly like an upload; return (name, version)."""
+        return await self._publish(principal, name, source)
+
     async def delete(self, principal: Principal, name: str) -> None:
         """Remove a model (all versions) from the repository and from service."""
         self._plane.check(principal, "modify", check_model_name(name))

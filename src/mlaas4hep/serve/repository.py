@@ -16,7 +16,9 @@ model. ``config.json``::
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -30,6 +32,7 @@ from mlaas4hep.serve.metadata import ARTIFACT_FILES, MODEL_FILE
 from mlaas4hep.serve.settings import BatchPolicy
 
 CONFIG_FILE = "config.json"
+_PUBLISH_RETRIES = 50
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -173,14 +176,27 @@ class ModelRepository:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _rename_in(self, name: str, tmp: Path, version: int | None) -> int:
-        existing = self.versions(name)
-        number = version if version is not None else (max(existing, default=0) + 1)
-        target = tmp.parent / str(number)
-        if target.exists():
-            msg = f"model {name!r} version {number} already exists; publish a new version"
-            raise Conflict(msg)
-        tmp.rename(target)
-        return number
+        # Several replicas may publish into one shared repository at once: the rename is
+        # the arbiter (it fails onto a non-empty directory), and a publisher that lost the
+        # race for the next number takes the one after.
+        number = 0
+        for _ in range(_PUBLISH_RETRIES):
+            number = version if version is not None else max([number, *self.versions(name)]) + 1
+            target = tmp.parent / str(number)
+            try:
+                if target.exists():
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+                tmp.rename(target)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                if version is not None:
+                    msg = f"model {name!r} version {number} already exists; publish a new version"
+                    raise Conflict(msg) from exc
+                continue
+            return number
+        msg = f"model {name!r}: {_PUBLISH_RETRIES} concurrent publishes won the race; try again"
+        raise Conflict(msg)
 
     def delete(self, name: str) -> None:
         """Remove a model and all its versions; NotFound if it is not there."""

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import PayloadTooLarge, SpecError
@@ -45,8 +46,10 @@ def add_tfaas_routes(
     async def upload(request: Request, user: Principal = caller) -> Response:
         _check_length(request, max_upload)
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            # "async with" closes the spooled upload files when done.
-            async with request.form(max_files=4, max_fields=8, max_part_size=1 << 20) as form:
+            # "async with" closes the spooled upload files when done. The cap applies while
+            # the body is read: a chunked body has no Content-Length to check up front.
+            capped = _capped(request, max_upload)
+            async with capped.form(max_files=4, max_fields=8, max_part_size=1 << 20) as form:
                 name = _field(form.get("name")) or request.query_params.get("name")
                 model, metadata = _file(form.get("model")), _file(form.get("metadata"))
                 if model is None:
@@ -93,6 +96,22 @@ def _check_length(request: Request, limit: int) -> None:
     if length.isdigit() and int(length) > limit:
         msg = f"the upload has {length} bytes, over the limit of {limit}"
         raise PayloadTooLarge(msg)
+
+
+def _capped(request: Request, limit: int) -> Request:
+    """The same request, whose body raises PayloadTooLarge once past *limit* bytes."""
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            msg = f"the upload has more than {limit} bytes; that is over the limit"
+            raise PayloadTooLarge(msg)
+        return message
+
+    return Request(request.scope, receive)
 
 
 async def _spool_body(request: Request, out: IO[bytes], limit: int) -> None:

@@ -26,6 +26,7 @@ from mlaas4hep.train.progress import Progress, ProgressCallback, ignore_progress
 from mlaas4hep.train.stream import BatchSource, Split
 
 if TYPE_CHECKING:
+    from mlaas4hep.preprocess.partitioned import Distributor
     from mlaas4hep.preprocess.pipeline import FeatureInfo
     from mlaas4hep.spec import PipelineSpec
 
@@ -63,6 +64,7 @@ def run_pipeline(
     allow_user_code: bool = False,
     checkpoint_every_s: float = 300.0,
     feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+    distributor: Distributor | None = None,
 ) -> RunResult:
     """Run ``spec`` end to end into ``out_dir``.
 
@@ -70,13 +72,15 @@ def run_pipeline(
     holding another run's checkpoints is refused (``Conflict``). ``allow_user_code`` must be
     set for ``model.kind: python``. ``checkpoint_every_s``: checkpoint period inside an epoch.
     ``feature_cache_bytes``: disk budget of the train-feature cache (``feature_cache.py``;
-    0 = always stream from ROOT). Raises ``DataQualityError`` (NaN/inf, empty split),
-    ``TrainingError`` (the model fails, or ONNX parity is above 1e-4), ``UserCodeError``.
+    0 = always stream from ROOT). ``distributor``: preprocess partitions there (a Dask
+    cluster) and stream the results here, where training runs. Raises
+    ``DataQualityError`` (NaN/inf, empty split), ``TrainingError`` (the model fails, or
+    ONNX parity is above 1e-4), ``UserCodeError``.
     """
     from mlaas4hep.preprocess.pipeline import Preprocessor
 
     out = Path(out_dir)
-    source = Preprocessor(spec, cache_dir=out / "cache")
+    source = Preprocessor(spec, cache_dir=out / "cache", distributor=distributor)
     return run_source(
         spec, source, out, resume=resume, progress=progress,
         allow_user_code=allow_user_code, checkpoint_every_s=checkpoint_every_s,

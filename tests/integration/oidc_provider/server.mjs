@@ -4,8 +4,9 @@
 //
 // - Signing keys come from KEYS_FILE (a private JWK Set), so restarting with another file
 //   is a key rotation.
-// - Grants: client_credentials (service-style tokens for the clients below) and the
-//   device flow (for `mlaas4hep login`; the dev login form accepts any user name).
+// - Grants: client_credentials (service-style tokens for the clients below), the
+//   device flow (for `mlaas4hep login`; the dev login form accepts any user name) and, with
+//   UI_REDIRECT_URI set, authorization code + PKCE for the web UI (client mlaas4hep-ui).
 // - Access tokens are JWTs (resourceIndicators, accessTokenFormat 'jwt') for the
 //   resources RS256_RESOURCE, ES256_RESOURCE and OTHER_RESOURCE, carrying wlcg.ver and
 //   wlcg.groups.
@@ -19,6 +20,8 @@ const KEYS = JSON.parse(readFileSync(process.env.KEYS_FILE, 'utf8'));
 const RS256_RESOURCE = 'https://mlaas.test/api';
 const ES256_RESOURCE = 'https://mlaas.test/es256';
 const OTHER_RESOURCE = 'https://other.test/api'; // a token for another service (wrong aud)
+// The web UI as a public client (authorization code + PKCE), when its callback is given.
+const UI_REDIRECT_URI = process.env.UI_REDIRECT_URI;
 
 const CAPABILITIES = [
   'compute.create', 'compute.read', 'compute.cancel', 'compute.modify',
@@ -58,6 +61,14 @@ const provider = new Provider(ISSUER, {
       response_types: [],
       scope: `openid ${CAPABILITIES.join(' ')}`,
     },
+    ...(UI_REDIRECT_URI ? [{
+      client_id: 'mlaas4hep-ui',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: [UI_REDIRECT_URI],
+      scope: `openid ${CAPABILITIES.join(' ')}`,
+    }] : []),
   ],
   scopes: ['openid', ...CAPABILITIES],
   findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),

@@ -1,0 +1,180 @@
+"""UI pages for models (metadata, try-a-prediction, snippets) and datasets (schemas, upload).
+
+Models go through the inference service's data plane (the same permission checks and the
+same batcher as ``/v2`` and ``/json``); datasets through the :class:`DatasetStore` and the
+schema reader behind ``mlaas4hep inspect``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mlaas4hep.api.routes_jobs import owner_filter
+from mlaas4hep.api.schemas import DatasetInfo
+from mlaas4hep.api.ui import views
+from mlaas4hep.api.ui.context import UiContext
+from mlaas4hep.api.ui.session import UI_PREFIX, check_csrf
+from mlaas4hep.auth.policy import require_scope
+from mlaas4hep.auth.principal import Principal
+from mlaas4hep.data.schema import inspect_tree
+from mlaas4hep.errors import Mlaas4hepError, PayloadTooLarge, SpecError
+from mlaas4hep.jobs.limits import fmt_bytes
+
+_MAX_FEATURES = 4096
+
+
+def models_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIRouter:
+    """The model and dataset pages, authenticated by *caller_dep*."""
+    router = APIRouter(prefix=UI_PREFIX, route_class=ctx.route_class, include_in_schema=False)
+    caller_of = Depends(caller_dep)
+    pages = ctx.pages
+
+    @router.get("/models", response_class=HTMLResponse)
+    async def models_page(request: Request, caller: Principal = caller_of) -> Response:
+        models: dict[str, list[dict[str, Any]]] = {}
+        if ctx.inference is not None:
+            for entry in await ctx.inference.plane.repository_index(caller):
+                models.setdefault(entry["name"], []).append(entry)
+        return pages.render(
+            request,
+            "models.html",
+            caller=caller,
+            page="models",
+            models=models,
+            enabled=ctx.inference is not None,
+        )
+
+    async def model_view(
+        request: Request,
+        caller: Principal,
+        name: str,
+        *,
+        values: list[str] | None = None,
+        result: list[Any] | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        if ctx.inference is None:
+            raise SpecError("this service runs without the inference routes")
+        plane = ctx.inference.plane
+        meta = plane.model_metadata(caller, name, None)
+        index = [e for e in await plane.repository_index(caller) if e["name"] == name]
+        features = _feature_labels(meta)
+        first = meta["inputs"][0]
+        base = str(request.base_url).rstrip("/")
+        return pages.render(
+            request,
+            "model.html",
+            caller=caller,
+            page="models",
+            name=name,
+            meta=meta,
+            params=meta["parameters"],
+            versions=index,
+            features=features,
+            values=values or ["0"] * len(features),
+            result=result,
+            error=error,
+            status=status,
+            deployed=request.query_params.get("deployed"),
+            curl=views.curl_snippet(base, name, len(features), first["name"]),
+            triton=views.triton_snippet(request.url.netloc, name, len(features), first["name"]),
+        )
+
+    @router.get("/models/{name}", response_class=HTMLResponse)
+    async def model_page(request: Request, name: str, caller: Principal = caller_of) -> Response:
+        return await model_view(request, caller, name)
+
+    @router.post("/models/{name}/predict", response_class=HTMLResponse)
+    async def predict(request: Request, name: str, caller: Principal = caller_of) -> Response:
+        form = await request.form(max_files=0, max_fields=_MAX_FEATURES + 2)
+        check_csrf(request, _text(form.get("csrf_token")))
+        values = [_text(v) for v in form.getlist("value")]
+        if ctx.inference is None:
+            raise SpecError("this service runs without the inference routes")
+        try:
+            row = _row(values)
+            scores = await ctx.inference.plane.predict_rows(caller, name, row)
+            result = np.asarray(scores).reshape(len(row), -1)[0].tolist()
+        except Mlaas4hepError as exc:
+            return await model_view(
+                request, caller, name, values=values, error=str(exc), status=422
+            )
+        return await model_view(request, caller, name, values=values, result=result)
+
+    @router.get("/datasets", response_class=HTMLResponse)
+    async def datasets_page(request: Request, caller: Principal = caller_of) -> Response:
+        require_scope(caller, "compute.read")
+        items = await run_in_threadpool(ctx.datasets.list_datasets, owner_filter(caller))
+        rows = []
+        for ds in items:
+            schema, problem = None, None
+            try:
+                schema = await run_in_threadpool(inspect_tree, str(ds.path), None)
+            except Mlaas4hepError as exc:
+                problem = str(exc)
+            rows.append({"info": DatasetInfo.of(ds), "schema": schema, "problem": problem})
+        return pages.render(
+            request,
+            "datasets.html",
+            caller=caller,
+            page="datasets",
+            datasets=rows,
+            limit=fmt_bytes(ctx.datasets.limit),
+        )
+
+    @router.post("/datasets")
+    async def upload(
+        request: Request,
+        name: Annotated[str, Query(min_length=1, max_length=128)],
+        caller: Principal = caller_of,
+    ) -> JSONResponse:
+        """The upload form's script sends the file's bytes as the body (streamed to disk)."""
+        check_csrf(request, None)
+        require_scope(caller, "compute.create")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > ctx.datasets.limit:
+            msg = f"the upload is {declared} bytes; the limit is {fmt_bytes(ctx.datasets.limit)}"
+            raise PayloadTooLarge(msg)
+        ds = await ctx.datasets.upload(caller.key, name, request.stream())
+        return JSONResponse(DatasetInfo.of(ds).model_dump(mode="json"), status_code=201)
+
+    return router
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _feature_labels(meta: dict[str, Any]) -> list[str]:
+    names = list(meta["parameters"].get("feature_names") or [])
+    if names:
+        return names
+    shape = meta["inputs"][0]["shape"]
+    width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 0 else 1
+    return [f"feature {i}" for i in range(min(width, _MAX_FEATURES))]
+
+
+def _row(values: list[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """One row of numbers from the form (a message naming the field that is not one)."""
+    out = []
+    for i, text in enumerate(values):
+        try:
+            value = float(text.strip())
+        except ValueError:
+            msg = f"value {i + 1} ({text!r}) is not a number"
+            raise SpecError(msg) from None
+        if not math.isfinite(value):
+            msg = f"value {i + 1} ({text!r}) is not a finite number"
+            raise SpecError(msg)
+        out.append(value)
+    if not out:
+        raise SpecError("the form sent no values")
+    return np.asarray([out], dtype=np.float64)
