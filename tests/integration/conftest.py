@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from xrootd_servers import free_port, service_user
 
 
 @dataclass(frozen=True)
@@ -41,25 +42,6 @@ class XRootDServer:
         return f"{self.url}//{relative.lstrip('/')}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _service_user() -> str | None:
-    """xrootd refuses to run as root; as root we drop to the xrootd (or nobody) user."""
-    if os.geteuid() != 0:
-        return None
-    for user in ("xrootd", "nobody"):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            continue
-        return user
-    pytest.fail("running as root but neither user 'xrootd' nor 'nobody' exists for xrootd -R")
-
-
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -80,7 +62,7 @@ def xrootd_server() -> Iterator[XRootDServer]:
     binary = shutil.which("xrootd")
     if binary is None:
         pytest.skip("xrootd server binary not found; install Debian package 'xrootd-server'")
-    user = _service_user()
+    user = service_user()
     # Not tmp_path_factory: its directories are 0700 and the server user must read them.
     base = Path(tempfile.mkdtemp(prefix="mlaas4hep-xrootd-"))
     base.chmod(0o755)
@@ -90,7 +72,7 @@ def xrootd_server() -> Iterator[XRootDServer]:
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(admin, entry.pw_uid, entry.pw_gid)
-    port = _free_port()
+    port = free_port()
     config = base / "xrootd.cfg"
     config.write_text(
         f"all.export /\nxrd.port {port}\nall.adminpath {admin}\nall.pidpath {admin}\n"
