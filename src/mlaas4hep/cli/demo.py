@@ -281,7 +281,8 @@ def _show_results(client: ApiClient, job_id: str, dest: Path) -> None:
         metrics = json.loads(saved.read_text())
         test = metrics.get("test", metrics)
         shown = {k: v for k, v in test.items() if isinstance(v, int | float)}
-        print("    test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+        text = ", ".join(f"{k}={v:.6g}" for k, v in sorted(shown.items()))
+        print(f"    test metrics: {text}")
     for name in names:
         if name.endswith(".png"):
             client.download(job_id, name, dest / Path(name).name)
