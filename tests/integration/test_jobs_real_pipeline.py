@@ -61,6 +61,8 @@ def test_real_pipeline_runs_in_the_service(tmp_path: Path) -> None:
             assert job["state"] == "succeeded", (job["reason"], logs[-3000:])
             names = {a["name"] for a in client.get(f"/jobs/{job_id}/artifacts").json()["items"]}
             assert "model.onnx" in names, names
+            # library caches written into the job's HOME are not artifacts
+            assert not [n for n in names if n.startswith(".") or "/." in n], names
             assert job["progress"] is not None
             metrics = client.get(f"/jobs/{job_id}/artifacts/metrics.json")
             assert metrics.status_code == 200

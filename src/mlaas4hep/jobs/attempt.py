@@ -265,6 +265,10 @@ class AttemptRunner:
         if returncode == 0:
             committed = self.paths.committed(self.job.attempt)
             remove_tree(committed)
+            # The attempt dir is the job's HOME: libraries leave caches there (.cache,
+            # .config: fontconfig, matplotlib, ONNX Runtime). They are not artifacts.
+            for hidden in partial.glob(".*"):
+                remove_tree(hidden)
             os.replace(partial, committed)  # the commit: one atomic rename
             return AttemptOutcome(True, None, committed.name)
         remove_tree(partial)
