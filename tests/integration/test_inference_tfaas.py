@@ -162,6 +162,7 @@ def test_upload_rejects_unsafe_or_broken_archives(
     response = httpx.post(f"{server}/upload?name=bad", content=body, headers=ALICE)
     assert response.status_code == 400
     assert fragment in response.json()["error"]
+    assert "mlaas4hep-upload-" not in response.json()["error"]  # no server temp paths
     assert not (repo / "bad").exists()
     assert not (repo.parent / "evil").exists()
 

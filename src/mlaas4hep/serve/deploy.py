@@ -83,7 +83,12 @@ class Deployer:
         check_model_name(name)
         exists = bool(await asyncio.to_thread(self._repo.versions, name))
         self._plane.check(principal, "modify" if exists else "create", name)
-        await asyncio.to_thread(OnnxModel, source, self._threads)  # refuse broken models now
+        try:
+            await asyncio.to_thread(OnnxModel, source, self._threads)  # refuse broken models now
+        except SpecError as exc:
+            # The upload's temporary directory is the server's business, not the caller's.
+            msg = str(exc).replace(str(source), "<upload>")
+            raise SpecError(f"the uploaded model cannot be served: {msg}") from exc
         version = await asyncio.to_thread(self._repo.publish, name, source)
         await self._plane.manager.load(name)
         return name, version
