@@ -58,7 +58,12 @@ def model_scopes(name: str) -> tuple[str, ...]:
 
 
 ALICE_MODELS = (MODEL, *(f"alice-{i}" for i in range(2, 10)))
-ALICE_SCOPES = (*COMPUTE, *DATA, *(s for m in ALICE_MODELS for s in model_scopes(m)))
+ALICE_SCOPES = (
+    *COMPUTE,
+    *DATA,
+    *(s for m in ALICE_MODELS for s in model_scopes(m)),
+    "mlaas.metrics",
+)
 BOB_SCOPES = (*COMPUTE, *DATA, *model_scopes("bob-model"))
 
 
@@ -293,7 +298,7 @@ def _cases() -> dict[tuple[str, str], Case]:
             call("POST"),
             {"needs": M_MODIFY, "resource": "model", "fresh": "yes"},
         ),
-        ("GET", "/metrics"): (call("GET"), {"needs": ()}),  # metrics_require_auth: true
+        ("GET", "/metrics"): (call("GET"), {"needs": ("mlaas.metrics",)}),  # labels name models
         # the web UI (same dependency, which also takes the session cookie)
         ("GET", "/ui/jobs"): (call("GET"), {"needs": READ, "resource": "listing"}),
         ("GET", "/ui/jobs/rows"): (call("GET"), {"needs": READ, "resource": "listing"}),

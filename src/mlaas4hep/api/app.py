@@ -24,7 +24,7 @@ from mlaas4hep.api.routes_jobs import jobs_router
 from mlaas4hep.api.schemas import API_PREFIX, Problem
 from mlaas4hep.api.ui import install_ui
 from mlaas4hep.auth.factory import create_authenticator
-from mlaas4hep.auth.policy import INFERENCE_SCOPE, has_scope, model_scope
+from mlaas4hep.auth.policy import INFERENCE_SCOPE, METRICS_SCOPE, has_scope, model_scope
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.auth.tokens import Authenticator
 from mlaas4hep.config import Settings
@@ -155,7 +155,10 @@ def _inference(settings: Settings, authenticator: SupportsAuthenticate) -> Infer
 
 def model_policy(principal: Principal, action: str, model: str) -> bool:
     """Model actions by WLCG storage scopes: ``infer`` needs ``storage.read:/models/NAME``
-    or the service scope ``mlaas.infer``; read/create/modify the matching storage scope."""
+    or the service scope ``mlaas.infer``; read/create/modify the matching storage scope;
+    ``metrics`` (all models) the service scope ``mlaas.metrics`` or the admin group."""
+    if action == "metrics":  # every model's name is in the labels: operators only
+        return principal.is_admin or has_scope(principal, METRICS_SCOPE)
     if action == "infer":
         return has_scope(principal, INFERENCE_SCOPE) or has_scope(
             principal, model_scope("read", model)

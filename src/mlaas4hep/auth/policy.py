@@ -35,6 +35,8 @@ from mlaas4hep.errors import PermissionDenied
 
 CAPABILITY_PREFIXES = ("compute.", "storage.")
 INFERENCE_SCOPE = "mlaas.infer"
+# Reading /metrics: its labels name every model, so it is not for every user.
+METRICS_SCOPE = "mlaas.metrics"
 # WLCG profile: storage.modify includes creating new data.
 _IMPLIED_BY = {"storage.create": ("storage.create", "storage.modify")}
 
@@ -44,7 +46,10 @@ def model_scope(action: str, model: str) -> str:
     return f"storage.{action}:/models/{model}"
 
 
-def is_capability(scope: str, extra: frozenset[str] = frozenset({INFERENCE_SCOPE})) -> bool:
+SERVICE_SCOPES = frozenset({INFERENCE_SCOPE, METRICS_SCOPE})
+
+
+def is_capability(scope: str, extra: frozenset[str] = SERVICE_SCOPES) -> bool:
     """True for WLCG capability scopes (and configured service scopes), not ``openid`` etc."""
     return scope.startswith(CAPABILITY_PREFIXES) or scope in extra
 
@@ -53,7 +58,7 @@ def effective_scopes(
     token_scopes: Iterable[str],
     groups: Iterable[str],
     mapping: Mapping[str, frozenset[str]],
-    extra: frozenset[str] = frozenset({INFERENCE_SCOPE}),
+    extra: frozenset[str] = SERVICE_SCOPES,
 ) -> frozenset[str]:
     """The capability scopes a caller holds.
 

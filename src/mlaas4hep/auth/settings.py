@@ -93,7 +93,7 @@ class AuthSettings:
     jwks_min_refresh_s: float = 1.0
     http_timeout_s: float = 5.0
     max_document_bytes: int = 256 * 1024
-    extra_capabilities: frozenset[str] = frozenset({"mlaas.infer"})
+    extra_capabilities: frozenset[str] = frozenset({"mlaas.infer", "mlaas.metrics"})
 
     def __post_init__(self) -> None:
         for cidr in self.trusted_proxies:

@@ -24,6 +24,7 @@ DEFAULT_SCOPES = (
     "storage.read:/",
     "storage.create:/models",
     "storage.modify:/models",
+    "mlaas.metrics",
 )
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, FastAPI, Response
 
+from mlaas4hep.auth.policy import METRICS_SCOPE
 from mlaas4hep.auth.principal import Principal
+from mlaas4hep.errors import PermissionDenied
 from mlaas4hep.serve.archive import ArchiveLimits
 from mlaas4hep.serve.dataplane import Authorize, DataPlane, allow_all
 from mlaas4hep.serve.deploy import Deployer
@@ -109,7 +111,7 @@ def create_inference_service(
     body_limits = (settings.max_request_bytes, settings.max_upload_bytes)
     add_tfaas_routes(router, plane, deployer, principal, body_limits)
     add_v2_routes(router, plane, principal, settings.max_request_bytes)
-    _add_metrics_route(router, metrics, principal, settings.metrics_require_auth)
+    _add_metrics_route(router, metrics, principal, authorize, settings.metrics_require_auth)
     return service
 
 
@@ -131,7 +133,11 @@ def create_inference_app(
 
 
 def _add_metrics_route(
-    router: APIRouter, metrics: InferenceMetrics, principal: PrincipalDependency, require_auth: bool
+    router: APIRouter,
+    metrics: InferenceMetrics,
+    principal: PrincipalDependency,
+    authorize: Authorize,
+    require_auth: bool,
 ) -> None:
     async def anonymous() -> None:
         return None
@@ -139,6 +145,10 @@ def _add_metrics_route(
     caller = Depends(principal if require_auth else anonymous)
 
     async def render(user: Principal | None = caller) -> Response:
+        if user is not None and not authorize(user, "metrics", ""):
+            who = user.name or user.subject
+            msg = f"{who!r} may not read the metrics: missing scope {METRICS_SCOPE!r}"
+            raise PermissionDenied(msg)
         return Response(metrics.render(), media_type=metrics.content_type)
 
     router.add_api_route(
