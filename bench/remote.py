@@ -26,7 +26,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,29 +39,11 @@ import uproot
 
 from mlaas4hep.data.samples import write_sample
 from mlaas4hep.data.stream import stream
+from mlaas4hep.loopback import free_port, listening, xrootd_user
 from mlaas4hep.spec import DataSpec
 
 BRANCHES = ["event", "MET_pt", "nJet", "Jet_pt", "Jet_eta", "Jet_btagDeepB", "Muon_pt"]
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "xrootd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def server_user() -> str | None:
-    """xrootd refuses to run as root: drop to 'xrootd' (or 'nobody') when we are root."""
-    if os.geteuid() != 0:
-        return None
-    for user in ("xrootd", "nobody"):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            continue
-        return user
-    raise SystemExit("running as root but no 'xrootd' or 'nobody' user for xrootd -R")
 
 
 @contextmanager
@@ -71,7 +52,7 @@ def xrootd(name: str, config: str, base: Path, env: dict[str, str]) -> Iterator[
     binary = shutil.which("xrootd")
     if binary is None:
         raise SystemExit("xrootd not found: apt-get install xrootd-server")
-    port, admin, user = free_port(), base / name, server_user()
+    port, admin, user = free_port(), base / name, xrootd_user()
     admin.mkdir(mode=0o755)
     if user is not None:
         entry = pwd.getpwnam(user)
@@ -81,15 +62,8 @@ def xrootd(name: str, config: str, base: Path, env: dict[str, str]) -> Iterator[
     full_env = os.environ | env | {"XRD_PORT": str(port), "XRD_ADMIN": str(admin)}
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{name} did not start; see {admin}") from None
-                time.sleep(0.05)
+        if not listening(port, proc):
+            raise SystemExit(f"{name} did not start; see {admin}")
         yield f"root://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -34,6 +34,7 @@ from fastapi import Request  # module level: FastAPI resolves route annotations 
 from fastapi.responses import JSONResponse
 
 from mlaas4hep.auth.principal import Principal
+from mlaas4hep.loopback import free_port
 from mlaas4hep.serve.runtime import session_options
 from mlaas4hep.serve.samples import BENCH_LAYERS, write_sample_model
 
@@ -120,17 +121,9 @@ def serve_bare(port: int, model: Path, threads: int) -> None:
 # ---- driving them ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _server(args: list[str], health: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, *args, "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from mlaas4hep.config import MLAAS4HEP_ARGV
+from mlaas4hep.loopback import free_port
 
 CHROMIUM = os.environ.get("MLAAS4HEP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -23,12 +23,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -55,7 +49,7 @@ class UiServer:
 
 
 def start_server(data_dir: Path) -> UiServer:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLAAS4HEP_")}
     env.update(
         {

@@ -9,7 +9,6 @@ after 30 s). ``resources()`` reads its resident memory and open descriptors with
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ import psutil
 import yaml
 
 from mlaas4hep.config import MLAAS4HEP_ARGV
+from mlaas4hep.loopback import free_port
 
 JOB_SCOPES = ("compute.create", "compute.read", "compute.cancel", "compute.modify")
 MODEL_SCOPES = (
@@ -30,12 +30,6 @@ MODEL_SCOPES = (
     "storage.create:/models",
     "storage.modify:/models",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from xrootd_servers import free_port, service_user
+from xrootd_servers import service_user
+
+from mlaas4hep.loopback import free_port, listening
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,8 @@ class XRootDServer:
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
+    if listening(port, proc):
+        return
     text = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
     proc.kill()
     pytest.fail(f"xrootd did not start on port {port} (exit {proc.poll()}):\n{text}")

@@ -7,7 +7,6 @@ validation is tested by the auth suite, here we test that the routes use it.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from fastapi import FastAPI
 
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import AuthError
+from mlaas4hep.loopback import free_port
 from mlaas4hep.serve.app import create_inference_app
 from mlaas4hep.serve.dataplane import Authorize, allow_all
 from mlaas4hep.serve.settings import InferenceSettings
@@ -37,12 +37,6 @@ def authenticate(header: str | None, peer: str | None) -> Principal:
         msg = "missing or invalid bearer token"
         raise AuthError(msg)
     return Principal(issuer="https://test.invalid", subject=user, name=user)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -10,33 +10,23 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mlaas4hep.loopback import free_port, listening
 
 DASK = str(Path(sys.executable).with_name("dask"))
 START_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            msg = f"dask process exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            raise RuntimeError(msg)
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
+    if listening(port, proc, START_TIMEOUT_S):
+        return
+    if proc.poll() is not None:
+        msg = f"dask process exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        raise RuntimeError(msg)
     msg = f"nothing listens on 127.0.0.1:{port} after {START_TIMEOUT_S:g} s:\n{log.read_text()}"
     raise RuntimeError(msg)
 

@@ -10,9 +10,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pg import _free_port, wait_for_port
+from pg import wait_for_port
 
 from mlaas4hep.config import MLAAS4HEP_ARGV
+from mlaas4hep.loopback import free_port
 
 FAKE_JOB = Path(__file__).parents[1] / "unit" / "jobs" / "fake_job.py"
 ALL_SCOPES = (
@@ -33,7 +34,7 @@ class JobServer:
     sandbox: str = "auto"
     workers: int = 2
     fake: bool = True  # False: the real `mlaas4hep run`
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property

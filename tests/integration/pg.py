@@ -11,15 +11,15 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from mlaas4hep.loopback import free_port, listening
 
 
 def _bindir() -> Path | None:
@@ -29,12 +29,6 @@ def _bindir() -> Path | None:
         return Path(candidates[-1]).parent
     found = shutil.which("pg_ctl")
     return Path(found).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -53,7 +47,7 @@ def postgres_server() -> Iterator[str]:
         pg = pwd.getpwnam("postgres")
         os.chown(root, pg.pw_uid, pg.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LC_ALL": "C"}
     subprocess.run(
         [
@@ -110,10 +104,5 @@ def postgres_server() -> Iterator[str]:
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
     """Block until something listens on 127.0.0.1:*port*."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    if not listening(port, timeout_s=timeout):
+        raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")

@@ -38,6 +38,7 @@ from mlaas4hep.auth.principal import Principal
 from mlaas4hep.auth.settings import AuthSettings, IssuerSettings
 from mlaas4hep.auth.tokens import build_authenticator
 from mlaas4hep.cli import main
+from mlaas4hep.loopback import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,12 +46,6 @@ PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
 API = "https://mlaas.test/api"
 ES256_API = "https://mlaas.test/es256"
 OTHER_API = "https://other.test/api"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def node_ready() -> str:

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
-from pg import _free_port
 
 from mlaas4hep.config import MLAAS4HEP_ARGV
+from mlaas4hep.loopback import free_port
 from mlaas4hep.serve.repository import ModelRepository, VersionPolicy
 from mlaas4hep.serve.samples import write_sample_model
 from mlaas4hep.serve.settings import BatchPolicy
@@ -46,7 +46,7 @@ def _expected(source: Path) -> np.ndarray:
 @contextmanager
 def replica(data_dir: Path, repo: Path, log: Path) -> Iterator[str]:
     """One `serve --only inference` process; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLAAS4HEP_")}
     env |= {
         "MLAAS4HEP_DATA_DIR": str(data_dir),

@@ -31,11 +31,12 @@ import httpx
 import psutil
 import pytest
 from jobs_server import ALL_SCOPES
-from pg import _free_port, postgres_server, wait_for_port
+from pg import postgres_server, wait_for_port
 
 from mlaas4hep.config import MLAAS4HEP_ARGV
 from mlaas4hep.jobs.layout import job_paths
 from mlaas4hep.jobs.store import JobStore
+from mlaas4hep.loopback import free_port
 
 LEASE_S = 4.0
 API_REPLICAS = 3
@@ -112,7 +113,7 @@ class Cluster:
             )
 
     def start_api(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.apis.append((port, self._spawn(["--only", "api", "--port", str(port)], f"api-{port}")))
 
     def start_executor(self) -> subprocess.Popen[bytes]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -28,16 +27,11 @@ from jwt.algorithms import RSAAlgorithm
 
 from mlaas4hep.api.app import create_app
 from mlaas4hep.config import Settings
+from mlaas4hep.loopback import free_port
 
 pytestmark = pytest.mark.timeout(180)
 PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
 API = "https://mlaas.test/api"  # a resource the provider issues JWT access tokens for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -6,15 +6,15 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from XRootD import client
-from xrootd_servers import DEPLOY, free_port, new_base, service_user
+from xrootd_servers import DEPLOY, new_base, service_user
+
+from mlaas4hep.loopback import free_port, listening
 
 pytestmark = pytest.mark.xrootd
 SERVICES = ("origin", "proxy", "xcache")
@@ -48,14 +48,7 @@ def run_sh() -> Iterator[tuple[dict[str, str], Path]]:
 
 
 def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}"
-            time.sleep(0.05)
+    assert listening(port), f"nothing listens on {port}"
 
 
 def read_all(url: str) -> bytes:

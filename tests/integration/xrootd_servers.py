@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,27 +23,18 @@ from pathlib import Path
 
 import pytest
 
+from mlaas4hep.loopback import free_port, listening, xrootd_user
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "xrootd"
 HOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def service_user() -> str | None:
     """xrootd refuses to run as root; as root we drop to the xrootd (or nobody) user."""
-    if os.geteuid() != 0:
-        return None
-    for user in ("xrootd", "nobody"):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            continue
-        return user
-    pytest.fail("running as root but neither user 'xrootd' nor 'nobody' exists for xrootd -R")
+    try:
+        return xrootd_user()
+    except LookupError as exc:
+        pytest.fail(str(exc))
 
 
 def make_dir(path: Path, *, owned: bool = False) -> Path:
@@ -93,13 +83,8 @@ class XRootDService:
 
     def _wait_listening(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
+        if listening(self.port, self.proc):
+            return
         text = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no log)"
         self.stop()
         pytest.fail(f"{self.name} did not start on port {self.port}:\n{text}")

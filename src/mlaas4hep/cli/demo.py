@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from mlaas4hep.cli.client import ApiClient
 from mlaas4hep.cli.submit import wait
 from mlaas4hep.config import MLAAS4HEP_ARGV
 from mlaas4hep.errors import Mlaas4hepError
+from mlaas4hep.loopback import free_port, listening
 
 MODEL = "tth-demo"
 USER = "demo"
@@ -115,12 +115,6 @@ def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _process(argv: list[str], log: Path, what: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
@@ -144,6 +138,8 @@ def _xrootd(signal: Path, logs: Path) -> Iterator[str]:
     import pwd
     import tempfile
 
+    from mlaas4hep.loopback import xrootd_user
+
     # A fresh 0755 tree: as root, xrootd drops to the ``xrootd`` user, which must read it.
     base = Path(tempfile.mkdtemp(prefix="mlaas4hep-demo-xrootd-"))
     try:
@@ -153,36 +149,32 @@ def _xrootd(signal: Path, logs: Path) -> Iterator[str]:
         admin.mkdir(mode=0o755)
         shutil.copy2(signal, data / signal.name)
         (data / signal.name).chmod(0o644)
-        port = _free_port()
+        port = free_port()
         (base / "xrootd.cfg").write_text(
             f"all.export /\nxrd.port {port}\nall.adminpath {admin}\nall.pidpath {admin}\n"
             f"oss.localroot {data}\n"
         )
         argv = ["xrootd", "-c", str(base / "xrootd.cfg"), "-n", "demo"]
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("xrootd") if _has_user("xrootd") else pwd.getpwnam("nobody")
-            os.chown(admin, user.pw_uid, user.pw_gid)
-            argv += ["-R", user.pw_name]  # xrootd refuses to run as root
+        try:
+            user = xrootd_user()
+        except LookupError as exc:
+            raise DemoError(f"{exc}; or run the demo with --no-xrootd") from exc
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(admin, entry.pw_uid, entry.pw_gid)
+            argv += ["-R", user]
         with _process(argv, logs / "xrootd.log", "xrootd") as proc:
-            _wait_for_port(port, proc, logs / "xrootd.log")
+            if not listening(port, proc, timeout_s=30):
+                msg = f"xrootd did not listen on port {port} within 30 s; see {logs / 'xrootd.log'}"
+                raise DemoError(msg)
             yield f"root://127.0.0.1:{port}//{signal.name}"
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _has_user(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 @contextmanager
 def _service(data_dir: Path, log: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     argv = [*MLAAS4HEP_ARGV, "serve", "--port", str(port), "--data-dir", str(data_dir)]
     url = f"http://127.0.0.1:{port}"
     with _process(argv, log, "the service") as proc:
@@ -201,21 +193,6 @@ def _service(data_dir: Path, log: Path) -> Iterator[str]:
                 raise DemoError(msg)
             time.sleep(0.5)
         yield url
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            msg = f"xrootd exited with status {proc.returncode}; see {log}"
-            raise DemoError(msg)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    msg = f"xrootd did not listen on port {port} within 30 s; see {log}"
-    raise DemoError(msg)
 
 
 def _mint_token(data_dir: Path) -> str:
