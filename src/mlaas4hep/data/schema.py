@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from mlaas4hep.data.sources import corrupt_file_error, open_tree
-from mlaas4hep.errors import BranchNotFoundError, closest
+from mlaas4hep.errors import BranchNotFoundError, NotRootFileError, closest
 
 Kind = Literal["flat", "jagged", "counter", "other"]
 
@@ -93,6 +93,12 @@ def inspect_tree(path: str, tree: str | None = None) -> TreeSchema:
         # Branch metadata is deserialized lazily: a damaged file fails here in many ways.
         except Exception as exc:
             raise corrupt_file_error(path, exc, "reading the branch list") from exc
+        if not branches:  # seen with damaged metadata; no pipeline can use such a tree
+            msg = (
+                f"{path!r}: tree {obj.name!r} lists no branches, so there is nothing to read; "
+                "the file is damaged or was written empty: copy or regenerate it"
+            )
+            raise NotRootFileError(msg)
         return TreeSchema(path, obj.name, int(obj.num_entries), tuple(branches))
 
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from mlaas4hep.data import schema as schema_module
 from mlaas4hep.data.schema import inspect_tree
-from mlaas4hep.errors import BranchNotFoundError
+from mlaas4hep.errors import BranchNotFoundError, NotRootFileError
 
 
 def test_ttree_schema(sample_files: dict[str, Path]) -> None:
@@ -45,3 +46,12 @@ def test_rntuple_schema_uses_nanoaod_names(rntuple_file: Path) -> None:
     assert schema.branch("nJet").kind == "counter"
     assert schema.branch("MET_pt").kind == "flat"
     assert schema.collections()["Muon"] == ["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge"]
+
+
+def test_a_tree_listing_no_branches_is_a_damaged_file(
+    sample_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Damaged metadata can read back as an empty branch list (uproot cannot write one).
+    monkeypatch.setattr(schema_module, "_ttree_branches", lambda tree: [])
+    with pytest.raises(NotRootFileError, match=r"signal\.root'?: tree 'Events' lists no branches"):
+        inspect_tree(str(sample_files["signal"]))
