@@ -10,7 +10,9 @@ the same integer ``step_size`` three ways, in one run:
 - proxy: the same URL through the forwarding proxy (``data.xrootd_proxy``).
 
 For scale, bare ``uproot.iterate`` reads the local file and the origin's URL too
-(``bare_uproot_remote_ratio``): the part of the gap that is XRootD's, not ours.
+(``bare_uproot_remote_ratio``): what a plain sequential reader gets from the same server.
+Remote reads keep ``--readahead`` chunks in flight (``data.remote.readahead``, default 1)
+while one is decompressed; ``--readahead 0`` shows the sequential read.
 
 Each way runs ``--repeat`` times, in turn, after one warm-up read each (page cache,
 connections), and the best time counts. ``remote_ratio`` and ``proxy_ratio`` are remote
@@ -40,7 +42,7 @@ import uproot
 from mlaas4hep.data.samples import write_sample
 from mlaas4hep.data.stream import stream
 from mlaas4hep.loopback import free_port, listening, xrootd_user
-from mlaas4hep.spec import DataSpec
+from mlaas4hep.spec import DataSpec, RemoteSpec
 
 BRANCHES = ["event", "MET_pt", "nJet", "Jet_pt", "Jet_eta", "Jet_btagDeepB", "Muon_pt"]
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "xrootd"
@@ -74,12 +76,13 @@ def xrootd(name: str, config: str, base: Path, env: dict[str, str]) -> Iterator[
             proc.wait()
 
 
-def read(path: str, step: int, proxy: str | None = None) -> int:
+def read(path: str, step: int, proxy: str | None, readahead: int) -> int:
     spec = DataSpec(
         tree="Events",
         datasets=[{"name": "bench", "files": [path], "label": 1}],
         step_size=step,
         xrootd_proxy=proxy,
+        remote=RemoteSpec(readahead=readahead),
     )
     return sum(len(chunk.arrays) for chunk in stream(spec, BRANCHES))
 
@@ -95,18 +98,17 @@ def read_bare(path: str, step: int, proxy: str | None = None) -> int:
     return n
 
 
-def timed(
-    path: str, step: int, expect: int, proxy: str | None = None, *, bare: bool = False
-) -> float:
+def timed(path: str, step: int, expect: int, proxy: str | None, readahead: int | None) -> float:
+    """Seconds to read *path*: ours with *readahead*, or bare uproot when that is None."""
     start = time.perf_counter()
-    n = read_bare(path, step) if bare else read(path, step, proxy)
+    n = read_bare(path, step) if readahead is None else read(path, step, proxy, readahead)
     elapsed = time.perf_counter() - start
     if n != expect:
         raise SystemExit(f"read {n} events from {path}, expected {expect}")
     return elapsed
 
 
-def run(events: int, step: int, repeat: int, base: Path) -> dict[str, Any]:
+def run(events: int, step: int, repeat: int, readahead: int, base: Path) -> dict[str, Any]:
     data = base / "data"
     data.mkdir(mode=0o755)
     t0 = time.perf_counter()
@@ -118,19 +120,19 @@ def run(events: int, step: int, repeat: int, base: Path) -> dict[str, Any]:
         xrootd("proxy", "proxy.cfg", base, {"XRD_PERMIT": "127.0.0.1"}) as proxy,
     ):
         url = f"{origin}//bench.root"
-        ways = {
-            "local": (str(local), None, False),
-            "remote": (url, None, False),
-            "proxy": (url, proxy, False),
-            "bare_local": (str(local), None, True),
-            "bare_remote": (url, None, True),
+        ways: dict[str, tuple[str, str | None, int | None]] = {
+            "local": (str(local), None, readahead),
+            "remote": (url, None, readahead),
+            "proxy": (url, proxy, readahead),
+            "bare_local": (str(local), None, None),
+            "bare_remote": (url, None, None),
         }
-        for path, via, bare in ways.values():  # warm-up: page cache, connections, imports
-            timed(path, step, events, via, bare=bare)
+        for path, via, ahead in ways.values():  # warm-up: page cache, connections, imports
+            timed(path, step, events, via, ahead)
         best = {name: float("inf") for name in ways}
         for _ in range(repeat):
-            for name, (path, via, bare) in ways.items():
-                best[name] = min(best[name], timed(path, step, events, via, bare=bare))
+            for name, (path, via, ahead) in ways.items():
+                best[name] = min(best[name], timed(path, step, events, via, ahead))
     eps = {name: events / seconds for name, seconds in best.items()}
     return {
         "remote_ratio": round(eps["remote"] / eps["local"], 3),
@@ -142,6 +144,7 @@ def run(events: int, step: int, repeat: int, base: Path) -> dict[str, Any]:
         "proxy_events_per_s": round(eps["proxy"]),
         "events": events,
         "step_size": step,
+        "readahead": readahead,
         "branches": BRANCHES,
         "file_mb": round(local.stat().st_size / 1e6, 1),
         "repeat": repeat,
@@ -156,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--step-size", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument(
+        "--readahead", type=int, default=RemoteSpec().readahead, help="data.remote.readahead"
+    )
     args = parser.parse_args(argv)
     events = args.events or (20_000 if args.smoke else 2_000_000)
     step = args.step_size or (5_000 if args.smoke else 200_000)
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="mlaas4hep-bench-remote-"))
     try:
         base.chmod(0o755)
-        result = run(events, step, repeat, base)
+        result = run(events, step, repeat, args.readahead, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if args.json:

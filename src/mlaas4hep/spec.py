@@ -54,7 +54,8 @@ class RemoteSpec(_Strict):
     A transient failure (an expired request, a reset or refused connection) is retried
     ``retries`` times, waiting ``backoff`` seconds before the first retry and twice as long
     before each next one (at most ``max_backoff``, each wait shortened by a random jitter of
-    up to half); a read resumes at the chunk that failed.
+    up to half); a read resumes at the chunk that failed. While one chunk is decompressed,
+    the next ``readahead`` chunks are already being fetched.
     """
 
     open_timeout: int = Field(
@@ -66,6 +67,12 @@ class RemoteSpec(_Strict):
     retries: int = Field(default=3, ge=0, le=20, description="retries after a transient error")
     backoff: float = Field(default=1.0, ge=0.0, le=60.0, description="first retry delay (s)")
     max_backoff: float = Field(default=30.0, ge=0.0, le=600.0, description="longest delay (s)")
+    readahead: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="chunks fetched ahead of the one being read, to hide network latency",
+    )
 
 
 class DataSpec(_Strict):

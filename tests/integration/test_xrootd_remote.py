@@ -9,6 +9,7 @@ cached file while the origin is down.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -85,6 +86,28 @@ def test_every_route_reads_the_local_bytes(
     assert read_bytes(expected_file) == local.read_bytes()
 
 
+@pytest.mark.parametrize("readahead", [0, 1, 3])
+def test_readahead_gives_the_same_chunks(
+    readahead: int, xrootd_stack: XRootDStack, many_baskets: Path
+) -> None:
+    url = xrootd_stack.put(many_baskets, f"readahead{readahead}/baskets.root")
+    remote = RemoteSpec(readahead=readahead)
+    # 1250 entries a chunk over baskets of 500: the chunks end on basket boundaries
+    chunks = list(iterate_file(url, "Events", BRANCHES, 1250, remote=remote))
+    ranges = [(c.entry_start, c.entry_stop) for c in chunks]
+    assert ranges[0][0] == 0
+    assert ranges[-1][1] == 20_000
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert all(0 < stop - start <= 1250 for start, stop in ranges)
+    if readahead:
+        assert all(stop % 500 == 0 for _, stop in ranges)
+    assert ak.array_equal(ak.concatenate([c.arrays for c in chunks]), read_local(many_baskets))
+    # stopping early leaves nothing behind that blocks
+    early = iterate_file(url, "Events", BRANCHES, 1000, remote=remote)
+    assert len(next(early)) == 1000
+    early.close()
+
+
 def test_store_names_go_to_the_redirector(
     xrootd_stack: XRootDStack, sample_files: dict[str, Path]
 ) -> None:
@@ -107,12 +130,15 @@ def test_origin_killed_mid_read_fails_within_the_budget(
     assert (first.entry_start, first.entry_stop) == (0, 1000)
     own_stack.origin.kill()
     started = time.monotonic()
+    got = [first]  # the chunk read ahead before the kill may still come through
     with pytest.raises(DataSourceError) as info:
-        list(chunks)
+        got.extend(chunks)
     elapsed = time.monotonic() - started
+    assert len(got) <= 1 + FAST.readahead
     message = str(info.value)
     assert url in message
-    assert "reading entries from 1000 of" in message  # the operation, at the failed chunk
+    # the operation, at the chunk that failed: right after the last one delivered
+    assert f"reading entries from {got[-1].entry_stop} of" in message
     assert "after 3 attempt(s)" in message  # the first try and FAST.retries retries
     assert "last error:" in message
     # Each try is bounded by read_timeout (+1 s resolution), plus the backoff waits.

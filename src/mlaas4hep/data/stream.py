@@ -13,13 +13,14 @@ same walk into independent ``(file, entry range)`` pieces for distributed execut
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import awkward as ak
 import numpy as np
 
+from mlaas4hep.data.prefetch import ordered_map
 from mlaas4hep.data.remote import Retrier, is_transient
 from mlaas4hep.data.schema import is_rntuple, rntuple_branches
 from mlaas4hep.data.sources import corrupt_file_error, is_remote, open_tree, resolve_files
@@ -134,9 +135,9 @@ def _read_file(
         stop = obj.num_entries if entry_stop is None else min(entry_stop, obj.num_entries)
         if where.start >= stop:
             return
-        reader = _rntuple_reader if is_rntuple(obj) else _ttree_reader
+        readahead = remote.readahead if remote is not None else 0
         try:
-            for arrays in reader(obj, path, names, step_size, where.start, stop):
+            for arrays in _reader(obj, path, names, step_size, where.start, stop, readahead):
                 start = where.start
                 where.start = start + len(arrays)
                 yield Chunk(arrays, dataset, label, path, start, where.start)
@@ -272,19 +273,72 @@ def _missing(have: Sequence[str], wanted: Sequence[str], path: str) -> None:
 
 
 def _ttree_reader(
-    tree: Any, path: str, names: list[str], step: int, start: int, stop: int
+    tree: Any, path: str, names: list[str], step: int, start: int, stop: int, readahead: int
 ) -> Iterator[ak.Array]:
+    """Chunks of a TTree; with *readahead*, that many chunks are fetched ahead concurrently."""
     _missing(tree.keys(recursive=True), names, path)
     wanted = frozenset(names)
-    for arrays in tree.iterate(
-        filter_name=wanted.__contains__,
-        step_size=step,
-        entry_start=start,
-        entry_stop=stop,
-        library="ak",
-    ):
-        # uproot returns fields in file order; give them in the order asked for.
-        yield arrays if arrays.fields == names else arrays[names]
+    ranges = _cluster_ranges(tree, wanted, start, stop, step) if readahead else None
+    chunks: Generator[ak.Array, None, None]
+    if ranges is not None:
+        # Remote files: while one chunk is decompressed, the next ones travel over the
+        # network (uproot's iterate fetches a chunk only once the previous one is done).
+        def fetch(entries: tuple[int, int]) -> ak.Array:
+            first, last = entries
+            return tree.arrays(
+                filter_name=wanted.__contains__, entry_start=first, entry_stop=last, library="ak"
+            )
+
+        chunks = ordered_map(fetch, ranges, readahead + 1)
+    else:
+        chunks = tree.iterate(
+            filter_name=wanted.__contains__,
+            step_size=step,
+            entry_start=start,
+            entry_stop=stop,
+            library="ak",
+        )
+    try:
+        for arrays in chunks:
+            # uproot returns fields in file order; give them in the order asked for.
+            yield arrays if arrays.fields == names else arrays[names]
+    finally:
+        chunks.close()  # a reader stopped early cancels the fetches still pending
+
+
+def _cluster_ranges(
+    tree: Any, wanted: frozenset[str], start: int, stop: int, step: int
+) -> list[tuple[int, int]] | None:
+    """``[start, stop)`` in pieces of at most *step* entries that end on basket boundaries.
+
+    A piece ends on the last boundary shared by the baskets of every wanted branch in its
+    second half. None when some piece has no such boundary (baskets longer than half a
+    chunk): chunks read independently would then fetch and decompress the same basket
+    twice, which costs more than reading ahead saves (``iterate`` keeps such baskets).
+    """
+    bounds = np.asarray(tree.common_entry_offsets(filter_name=wanted.__contains__))
+    ranges = []
+    first = start
+    while first < stop:
+        limit = min(first + step, stop)
+        i = int(np.searchsorted(bounds, limit, side="right")) - 1
+        if i >= 0 and bounds[i] > first + step // 2:
+            last = int(bounds[i])
+        elif limit == stop:
+            last = stop
+        else:
+            return None
+        ranges.append((first, last))
+        first = last
+    return ranges
+
+
+def _reader(
+    obj: Any, path: str, names: list[str], step: int, start: int, stop: int, readahead: int
+) -> Iterator[ak.Array]:
+    if is_rntuple(obj):
+        return _rntuple_reader(obj, path, names, step, start, stop)
+    return _ttree_reader(obj, path, names, step, start, stop, readahead)
 
 
 def _rntuple_reader(

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from mlaas4hep.data.prefetch import ordered_map, prefetch
 from mlaas4hep.data.schema import inspect_tree
 from mlaas4hep.data.sources import resolve_files
 from mlaas4hep.data.stream import Partition, stream
@@ -25,7 +26,6 @@ from mlaas4hep.preprocess import cache, partitioned
 from mlaas4hep.preprocess.firstpass import Accumulator
 from mlaas4hep.preprocess.info import FeatureBatch, FeatureInfo
 from mlaas4hep.preprocess.partitioned import Distributor, chunk_columns
-from mlaas4hep.preprocess.prefetch import ordered_map, prefetch
 from mlaas4hep.preprocess.program import LABEL, WEIGHT, ChunkResult, Program
 from mlaas4hep.preprocess.shuffle import shuffled
 from mlaas4hep.preprocess.split import SPLIT_CODES

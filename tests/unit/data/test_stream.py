@@ -7,6 +7,7 @@ import awkward as ak
 import pytest
 import uproot
 
+from mlaas4hep.data import stream as stream_module
 from mlaas4hep.data.stream import iterate_file, iterate_partition, partitions, stream
 from mlaas4hep.errors import BranchNotFoundError, SpecError
 from mlaas4hep.spec import DataSpec
@@ -112,3 +113,37 @@ def test_rntuple_reads_like_the_ttree(rntuple_file: Path, sample_files: dict[str
     assert len(got) == 1500
     for name in names:
         assert ak.array_equal(got[name], want[name], check_parameters=False)
+
+
+class _Clusters:
+    """A tree whose wanted branches share basket boundaries at *bounds*."""
+
+    def __init__(self, bounds: list[int]) -> None:
+        self.bounds = bounds
+
+    def common_entry_offsets(self, filter_name: object) -> list[int]:
+        return self.bounds
+
+
+@pytest.mark.parametrize(
+    ("bounds", "start", "stop", "step", "expected"),
+    [
+        # clusters of 300: chunks end on the last boundary in their second half
+        ([0, 300, 600, 900, 1200], 0, 1200, 500, [(0, 300), (300, 600), (600, 900), (900, 1200)]),
+        # a start inside a cluster, a stop before the end
+        ([0, 100, 200, 300, 400], 150, 380, 200, [(150, 300), (300, 380)]),
+        # baskets longer than half a chunk: chunks would share them, so no ranges
+        ([0, 5000], 0, 5000, 2000, None),
+        # ... unless one chunk covers it all
+        ([0, 5000], 0, 5000, 8000, [(0, 5000)]),
+    ],
+)
+def test_cluster_ranges_end_on_shared_basket_boundaries(
+    bounds: list[int],
+    start: int,
+    stop: int,
+    step: int,
+    expected: list[tuple[int, int]] | None,
+) -> None:
+    tree = _Clusters(bounds)
+    assert stream_module._cluster_ranges(tree, frozenset(), start, stop, step) == expected

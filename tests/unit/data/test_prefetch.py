@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlaas4hep.preprocess.prefetch import ordered_map, prefetch
+from mlaas4hep.data.prefetch import ordered_map, prefetch
 
 
 def test_prefetch_keeps_order_and_reraises() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -78,7 +78,9 @@ def _put(q: queue.Queue[T | _End], item: T | _End, stop: threading.Event) -> boo
     return False
 
 
-def ordered_map(fn: Callable[[T], R], source: Iterable[T], workers: int) -> Iterator[R]:
+def ordered_map(
+    fn: Callable[[T], R], source: Iterable[T], workers: int
+) -> Generator[R, None, None]:
     """``map(fn, source)`` on *workers* threads, results in order, bounded look-ahead.
 
     At most ``workers`` items are processed at once and results are yielded in input
