@@ -1,10 +1,12 @@
-"""Read the next chunk in a background thread while the current one is processed.
+"""Overlap work on a stream: a producer thread ahead of the consumer, ordered thread maps.
 
-Reading (decompression, mostly outside the GIL) and preprocessing (numpy, largely outside
-the GIL too) then overlap, so a pass costs about the larger of the two instead of their
-sum; ``ordered_map`` also processes several chunks at once. Memory stays bounded: at
-most ``depth`` chunks wait in the queue, plus the one being read and ``workers`` being
-processed.
+``prefetch`` reads the next chunk in a background thread while the current one is
+processed: reading (decompression, mostly outside the GIL) and preprocessing (numpy,
+largely outside the GIL too) then overlap, so a pass costs about the larger of the two
+instead of their sum. ``ordered_map`` runs a function on several items at once and keeps
+their order: the preprocessor processes chunks with it, and the remote reader fetches the
+next chunks while one is decompressed. Memory stays bounded: at most ``depth`` items wait
+in the queue, plus the one being produced and ``workers`` in flight.
 """
 
 from __future__ import annotations
@@ -79,19 +81,20 @@ def _put(q: queue.Queue[T | _End], item: T | _End, stop: threading.Event) -> boo
 
 
 def ordered_map(
-    fn: Callable[[T], R], source: Iterable[T], workers: int
+    fn: Callable[[T], R], source: Iterable[T], workers: int, name: str = "mlaas4hep-cpu"
 ) -> Generator[R, None, None]:
     """``map(fn, source)`` on *workers* threads, results in order, bounded look-ahead.
 
     At most ``workers`` items are processed at once and results are yielded in input
     order; with ``workers <= 1`` this is the plain ``map``. Exceptions surface at the item
-    that raised them; closing the generator early cancels what has not started.
+    that raised them; closing the generator early cancels what has not started. *name*
+    prefixes the threads' names (for profilers and stack dumps).
     """
     if workers <= 1:
         yield from map(fn, source)
         return
     pending: deque[Future[R]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlaas4hep-cpu") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         try:
             for item in source:
                 pending.append(pool.submit(fn, item))

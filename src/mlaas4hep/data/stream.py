@@ -6,6 +6,9 @@ jagged awkward arrays). Branches are selected by exact name (a ``filter_name`` p
 uproot's ``expressions``/``cut``/``aliases`` are never used, because uproot evaluates those
 with Python ``eval``.
 
+Remote files are read ahead (``RemoteSpec.readahead``): the next chunks are fetched while
+one is decompressed, so the network and the CPU work at the same time.
+
 ``stream`` walks a ``DataSpec`` dataset by dataset and file by file; ``partitions`` cuts the
 same walk into independent ``(file, entry range)`` pieces for distributed executors, and
 ``iterate_partition`` reads one of them.
@@ -289,7 +292,7 @@ def _ttree_reader(
                 filter_name=wanted.__contains__, entry_start=first, entry_stop=last, library="ak"
             )
 
-        chunks = ordered_map(fetch, ranges, readahead + 1)
+        chunks = ordered_map(fetch, ranges, readahead + 1, "mlaas4hep-readahead")
     else:
         chunks = tree.iterate(
             filter_name=wanted.__contains__,
