@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import uproot
 
 from mlaas4hep.data.samples import write_sample
 from mlaas4hep.data.stream import stream
-from mlaas4hep.loopback import free_port, listening, xrootd_user
+from mlaas4hep.loopback import free_port, give_to_xrootd, listening, xrootd_command
 from mlaas4hep.spec import DataSpec, RemoteSpec
 
 BRANCHES = ["event", "MET_pt", "nJet", "Jet_pt", "Jet_eta", "Jet_btagDeepB", "Muon_pt"]
@@ -51,16 +50,13 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "xrootd"
 @contextmanager
 def xrootd(name: str, config: str, base: Path, env: dict[str, str]) -> Iterator[str]:
     """Run ``deploy/xrootd/<config>`` on a free loopback port; yields ``root://host:port``."""
-    binary = shutil.which("xrootd")
-    if binary is None:
-        raise SystemExit("xrootd not found: apt-get install xrootd-server")
-    port, admin, user = free_port(), base / name, xrootd_user()
+    port, admin = free_port(), base / name
     admin.mkdir(mode=0o755)
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        os.chown(admin, entry.pw_uid, entry.pw_gid)
-    cmd = [binary, "-c", str(DEPLOY / config), "-n", name, "-l", str(admin / "xrootd.log")]
-    cmd += ["-R", user] if user else []
+    try:
+        cmd = xrootd_command(DEPLOY / config, name, admin / "xrootd.log")
+    except (FileNotFoundError, LookupError) as exc:
+        raise SystemExit(str(exc)) from exc
+    give_to_xrootd(admin)
     full_env = os.environ | env | {"XRD_PORT": str(port), "XRD_ADMIN": str(admin)}
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -7,8 +7,6 @@ with the reason printed, only when the binary is not installed.
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -17,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from xrootd_servers import service_user
 
-from mlaas4hep.loopback import free_port, listening
+from mlaas4hep.loopback import free_port, give_to_xrootd, listening, xrootd_command
 
 
 @dataclass(frozen=True)
@@ -52,28 +49,24 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None
 
 @pytest.fixture(scope="session")
 def xrootd_server() -> Iterator[XRootDServer]:
-    binary = shutil.which("xrootd")
-    if binary is None:
-        pytest.skip("xrootd server binary not found; install Debian package 'xrootd-server'")
-    user = service_user()
     # Not tmp_path_factory: its directories are 0700 and the server user must read them.
     base = Path(tempfile.mkdtemp(prefix="mlaas4hep-xrootd-"))
     base.chmod(0o755)
     data, admin = base / "data", base / "admin"
     data.mkdir(mode=0o755)
     admin.mkdir(mode=0o755)
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        os.chown(admin, entry.pw_uid, entry.pw_gid)
+    give_to_xrootd(admin)
     port = free_port()
     config = base / "xrootd.cfg"
     config.write_text(
         f"all.export /\nxrd.port {port}\nall.adminpath {admin}\nall.pidpath {admin}\n"
         f"oss.localroot {data}\n"
     )
-    log = admin / "xrootd.log"
-    cmd = [binary, "-c", str(config), "-l", str(log), "-n", "mlaas4hep"]
-    cmd += ["-R", user] if user else []
+    try:
+        cmd = xrootd_command(config, "mlaas4hep", admin / "xrootd.log")
+    except FileNotFoundError as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(str(exc))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # The log goes to ADMIN/NAME/xrootd.log with -n; look in both places on failure.

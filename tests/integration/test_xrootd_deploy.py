@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from XRootD import client
-from xrootd_servers import DEPLOY, new_base, service_user
+from xrootd_servers import DEPLOY, new_base
 
-from mlaas4hep.loopback import free_port, listening
+from mlaas4hep.loopback import free_port, listening, xrootd_user
 
 pytestmark = pytest.mark.xrootd
 SERVICES = ("origin", "proxy", "xcache")
@@ -33,7 +33,7 @@ def run_sh() -> Iterator[tuple[dict[str, str], Path]]:
         "CACHE_PORT": ports["xcache"],
         "PROXY_PERMIT": "127.0.0.1",
         "CACHE_ORIGIN": f"127.0.0.1:{ports['origin']}",
-        "XRD_USER": service_user() or "",
+        "XRD_USER": xrootd_user() or "",
     }
     try:
         yield env, base

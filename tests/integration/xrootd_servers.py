@@ -11,7 +11,6 @@ The tests are skipped, with the reason printed, only when ``xrootd`` is not inst
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -23,29 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from mlaas4hep.loopback import free_port, listening, xrootd_user
+from mlaas4hep.loopback import free_port, give_to_xrootd, listening, xrootd_command
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "xrootd"
 HOST = "127.0.0.1"
-
-
-def service_user() -> str | None:
-    """xrootd refuses to run as root; as root we drop to the xrootd (or nobody) user."""
-    try:
-        return xrootd_user()
-    except LookupError as exc:
-        pytest.fail(str(exc))
 
 
 def make_dir(path: Path, *, owned: bool = False) -> Path:
     """A 0755 directory; ``owned``: writable by the server user too."""
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o755)
-    user = service_user()
-    if owned and user is not None:
-        entry = pwd.getpwnam(user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    return path
+    return give_to_xrootd(path) if owned else path
 
 
 class XRootDService:
@@ -67,13 +54,12 @@ class XRootDService:
         return self.admin / self.name / "xrootd.log"  # -n NAME puts the log in NAME/
 
     def start(self) -> XRootDService:
-        binary = shutil.which("xrootd")
-        if binary is None:
-            pytest.skip("xrootd server binary not found; install Debian package 'xrootd-server'")
-        user = service_user()
-        log = str(self.admin / "xrootd.log")
-        cmd = [binary, "-c", str(self.config), "-n", self.name, "-l", log]
-        cmd += ["-R", user] if user else []
+        try:
+            cmd = xrootd_command(self.config, self.name, self.admin / "xrootd.log")
+        except FileNotFoundError as exc:
+            pytest.skip(str(exc))
+        except LookupError as exc:
+            pytest.fail(str(exc))
         env = os.environ | self.env
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -244,10 +230,7 @@ def make_host_cert(directory: Path) -> tuple[Path, Path, Path]:
         "x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
         "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(ext),
     )  # fmt: skip
-    user = service_user()
-    if user is not None:  # the key must be the server's own and private
-        entry = pwd.getpwnam(user)
-        os.chown(key, entry.pw_uid, entry.pw_gid)
+    give_to_xrootd(key)  # the key must be the server's own and private
     key.chmod(0o600)
     cert.chmod(0o644)
     return cert, key, cadir
@@ -276,10 +259,7 @@ def seed_key_cache(cache_home: Path, issuer: str, jwks: dict[str, object]) -> No
         )
         db.execute("INSERT OR REPLACE INTO keycache VALUES (?, ?)", (issuer, entry))
     db.close()
-    user = service_user()
-    if user is not None:
-        entry_pw = pwd.getpwnam(user)
-        os.chown(database, entry_pw.pw_uid, entry_pw.pw_gid)
+    give_to_xrootd(database)
 
 
 @pytest.fixture(scope="module")

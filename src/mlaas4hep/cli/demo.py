@@ -29,7 +29,7 @@ from mlaas4hep.cli.client import ApiClient
 from mlaas4hep.cli.submit import wait
 from mlaas4hep.config import MLAAS4HEP_ARGV
 from mlaas4hep.errors import Mlaas4hepError
-from mlaas4hep.loopback import free_port, listening
+from mlaas4hep.loopback import free_port, give_to_xrootd, listening, xrootd_command
 
 MODEL = "tth-demo"
 USER = "demo"
@@ -134,11 +134,7 @@ def _process(argv: list[str], log: Path, what: str) -> Iterator[subprocess.Popen
 @contextmanager
 def _xrootd(signal: Path, logs: Path) -> Iterator[str]:
     """Serve a copy of *signal* over root:// on a free loopback port; yields its URL."""
-    import os
-    import pwd
     import tempfile
-
-    from mlaas4hep.loopback import xrootd_user
 
     # A fresh 0755 tree: as root, xrootd drops to the ``xrootd`` user, which must read it.
     base = Path(tempfile.mkdtemp(prefix="mlaas4hep-demo-xrootd-"))
@@ -154,15 +150,11 @@ def _xrootd(signal: Path, logs: Path) -> Iterator[str]:
             f"all.export /\nxrd.port {port}\nall.adminpath {admin}\nall.pidpath {admin}\n"
             f"oss.localroot {data}\n"
         )
-        argv = ["xrootd", "-c", str(base / "xrootd.cfg"), "-n", "demo"]
         try:
-            user = xrootd_user()
-        except LookupError as exc:
+            argv = xrootd_command(base / "xrootd.cfg", "demo")
+            give_to_xrootd(admin)
+        except (FileNotFoundError, LookupError) as exc:
             raise DemoError(f"{exc}; or run the demo with --no-xrootd") from exc
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            os.chown(admin, entry.pw_uid, entry.pw_gid)
-            argv += ["-R", user]
         with _process(argv, logs / "xrootd.log", "xrootd") as proc:
             if not listening(port, proc, timeout_s=30):
                 msg = f"xrootd did not listen on port {port} within 30 s; see {logs / 'xrootd.log'}"
