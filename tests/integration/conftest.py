@@ -1,22 +1,20 @@
 """Real servers for the integration tests, started on 127.0.0.1.
 
-``xrootd_server``: Debian's ``xrootd`` binary serving a fresh directory, once per session.
-Put files in with ``server.put(path)`` (returns the ``root://`` URL). The tests are skipped,
-with the reason printed, only when the binary is not installed.
+``xrootd_server``: the origin of ``deploy/xrootd/origin.cfg`` (Debian's ``xrootd``) serving a
+fresh directory, once per session. Put files in with ``server.put(path)`` (returns the
+``root://`` URL). The tests are skipped, with the reason printed, only when the binary is
+not installed.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from mlaas4hep.loopback import free_port, give_to_xrootd, listening, xrootd_command
+from xrootd_servers import XRootDService, make_dir, new_base
 
 
 @dataclass(frozen=True)
@@ -39,44 +37,15 @@ class XRootDServer:
         return f"{self.url}//{relative.lstrip('/')}"
 
 
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    if listening(port, proc):
-        return
-    text = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-    proc.kill()
-    pytest.fail(f"xrootd did not start on port {port} (exit {proc.poll()}):\n{text}")
-
-
 @pytest.fixture(scope="session")
 def xrootd_server() -> Iterator[XRootDServer]:
-    # Not tmp_path_factory: its directories are 0700 and the server user must read them.
-    base = Path(tempfile.mkdtemp(prefix="mlaas4hep-xrootd-"))
-    base.chmod(0o755)
-    data, admin = base / "data", base / "admin"
-    data.mkdir(mode=0o755)
-    admin.mkdir(mode=0o755)
-    give_to_xrootd(admin)
-    port = free_port()
-    config = base / "xrootd.cfg"
-    config.write_text(
-        f"all.export /\nxrd.port {port}\nall.adminpath {admin}\nall.pidpath {admin}\n"
-        f"oss.localroot {data}\n"
-    )
+    """The origin of ``deploy/xrootd/origin.cfg`` serving a fresh directory."""
+    base = new_base("mlaas4hep-xrootd-")
+    data = make_dir(base / "data")
+    origin = XRootDService("origin", "origin.cfg", base, {"XRD_DATA": str(data)})
     try:
-        cmd = xrootd_command(config, "mlaas4hep", admin / "xrootd.log")
-    except FileNotFoundError as exc:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(str(exc))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # The log goes to ADMIN/NAME/xrootd.log with -n; look in both places on failure.
-        _wait_listening(proc, port, admin / "mlaas4hep" / "xrootd.log")
-        yield XRootDServer(f"root://127.0.0.1:{port}", port, data)
+        origin.start()
+        yield XRootDServer(origin.url, origin.port, data)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        origin.stop()
         shutil.rmtree(base, ignore_errors=True)
