@@ -43,7 +43,12 @@ class JobLimits(_Section):
     wall_clock_s: float = Field(default=6 * 3600, gt=0)
     cpu_s: int | None = Field(default=None, gt=0, description="RLIMIT_CPU, seconds")
     memory_bytes: int | None = Field(
-        default=4 * GiB, gt=0, description="resident memory of the whole process tree"
+        default=4 * GiB,
+        gt=0,
+        description=(
+            "memory of the whole job: a cgroup limit enforced by the kernel (else "
+            "RLIMIT_DATA), and the resident size polled for the message"
+        ),
     )
     address_space_bytes: int | None = Field(
         default=None, gt=0, description="RLIMIT_AS backstop; torch maps far more than it uses"
@@ -51,7 +56,12 @@ class JobLimits(_Section):
     file_size_bytes: int | None = Field(default=20 * GiB, gt=0, description="RLIMIT_FSIZE")
     open_files: int | None = Field(default=4096, gt=0, description="RLIMIT_NOFILE")
     processes: int | None = Field(
-        default=None, gt=0, description="RLIMIT_NPROC (counts all processes of the user)"
+        default=1024,
+        gt=0,
+        description=(
+            "processes + threads of one job: cgroup pids.max, and RLIMIT_NPROC of the "
+            "job's slot uid when the service runs as root"
+        ),
     )
     log_bytes: int = Field(default=10 * MiB, gt=0, description="cap of each attempt's log")
 
@@ -70,7 +80,21 @@ class ExecutorSettings(_Section):
     heartbeat_s: float = Field(default=5.0, gt=0)
     poll_s: float = Field(default=1.0, gt=0, description="queue poll interval when idle")
     cancel_grace_s: float = Field(default=10.0, ge=0)
-    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        default="auto",
+        description=(
+            "auto/bwrap: jobs run in the bwrap sandbox, and the executor refuses jobs when "
+            "the host cannot give it; none: UNSAFE, jobs run unsandboxed (logged loudly)"
+        ),
+    )
+    sandbox_uid: int = Field(
+        default=61000,
+        ge=1,
+        description="service as root: worker slot n runs its job as uid sandbox_uid + n",
+    )
+    sandbox_gid: int = Field(
+        default=61000, ge=1, description="service as root: the group of every job slot"
+    )
     user_code: Literal["sandboxed", "always", "never"] = Field(
         default="sandboxed",
         description="pass --allow-user-code (model.kind 'python') only inside bwrap, always, never",
@@ -117,6 +141,13 @@ class Settings(_Section):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description=(
+            "Host names requests may name (Host/Origin; '.example.org' also matches its "
+            "subdomains, '*' any); default: loopback names and `host`. IP literals always pass"
+        ),
+    )
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     limits: JobLimits = Field(default_factory=JobLimits)
     uploads: UploadLimits = Field(default_factory=UploadLimits)

@@ -21,7 +21,16 @@ one or two lines, the API maps each class to an HTTP status (see ``api/errors.py
     ├── NotFound (LookupError)            resource does not exist (404)
     ├── Conflict                          state conflict (409)
     ├── PayloadTooLarge                   upload over the limit (413)
-    └── UnsafeArchiveError (ValueError)   tarball member rejected
+    ├── UnsafeArchiveError (ValueError)   tarball member rejected
+    ├── InvalidInput (ValueError)         malformed inference request (400)
+    └── Unavailable                       retry later (503 + Retry-After)
+        ├── Overloaded                    a model's queue is full
+        └── IssuerUnavailable             the token issuer cannot be reached
+
+    SpecError
+    └── DocumentError                     YAML/JSON refused: anchors, depth (documents.py)
+
+The status of each class is written once, in ``http_status.py``, for both APIs.
 """
 
 from __future__ import annotations
@@ -102,6 +111,33 @@ class PayloadTooLarge(Mlaas4hepError):
 
 class UnsafeArchiveError(Mlaas4hepError, ValueError):
     """An archive member was rejected (link, absolute path, '..', size or count)."""
+
+
+class DocumentError(SpecError):
+    """A user document is not valid YAML/JSON or uses a refused feature (anchors, depth)."""
+
+
+class InvalidInput(Mlaas4hepError, ValueError):
+    """An inference request is malformed: bad JSON, unknown tensor, wrong shape or dtype."""
+
+
+class Unavailable(Mlaas4hepError):
+    """Temporarily unable to answer; the client should retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(Unavailable):
+    """A model's request queue is full."""
+
+
+class IssuerUnavailable(Unavailable):
+    """A trusted token issuer's discovery document or keys cannot be fetched.
+
+    The message is shown to clients, so it names no URL; the log has the details.
+    """
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from mlaas4hep.errors import SpecError, closest
+from mlaas4hep.documents import load_yaml
+from mlaas4hep.errors import PayloadTooLarge, SpecError, closest
 
 SPEC_VERSION = 1
 
@@ -412,10 +413,9 @@ def load_spec(source: str | Path | dict[str, Any]) -> PipelineSpec:
         return validate_spec(source)
     text, origin = _read_source(source)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        msg = f"{origin} is not valid YAML/JSON: {exc}"
-        raise SpecError(msg) from exc
+        raw = load_yaml(text, what=origin, limit=MAX_SPEC_BYTES)
+    except PayloadTooLarge as exc:
+        raise SpecError(str(exc)) from exc
     if not isinstance(raw, dict):
         msg = (
             f"{origin}: a pipeline spec is a mapping (name:, data:, ...), got {type(raw).__name__}"

@@ -75,3 +75,12 @@ def inference_server(
     )
     with run_server(app) as url:
         yield url
+
+
+def own(repository: Path, name: str, user: str = "alice", share: str = "") -> None:
+    """Record *user* (a test principal) as owner of *name*, as a first upload would
+    (*share*: its sharing, e.g. ``"*:read"`` for a model everyone may use)."""
+    from mlaas4hep.serve.ownership import ModelOwners, parse_sharing
+
+    owners = ModelOwners(repository)
+    owners.claim(name, f"https://test.invalid#{user}", user, parse_sharing(share))

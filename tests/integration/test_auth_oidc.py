@@ -133,9 +133,8 @@ class OidcProvider:
         body = {"iss": self.issuer, "sub": "alice", "aud": API, "iat": now, "exp": now + 300}
         body.update(claims)
         body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode(
-            body, key or self.rsa, algorithm="RS256", headers={"kid": kid or self.kid}
-        )
+        headers = {"kid": kid or self.kid, "typ": "at+jwt"}  # an access token (RFC 9068)
+        return jwt.encode(body, key or self.rsa, algorithm="RS256", headers=headers)
 
 
 @pytest.fixture(scope="module")

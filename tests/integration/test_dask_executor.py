@@ -19,6 +19,7 @@ import pytest
 import yaml
 from dask_cluster import LocalCluster
 
+from mlaas4hep.auth.principal import Principal
 from mlaas4hep.config import Settings
 from mlaas4hep.data.samples import write_sample_set
 from mlaas4hep.data.stats import first_pass
@@ -27,6 +28,7 @@ from mlaas4hep.jobs.datasets import DatasetStore
 from mlaas4hep.jobs.executor_dask import DaskExecutor, attempt_key
 from mlaas4hep.jobs.executor_local import LocalExecutor
 from mlaas4hep.jobs.layout import job_paths
+from mlaas4hep.jobs.policy import as_owner, authorize
 from mlaas4hep.jobs.service import JobService
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord, JobStore
@@ -93,7 +95,10 @@ def submit(executor: LocalExecutor, doc: dict[str, Any]) -> JobRecord:
     service = JobService(
         executor.store, DatasetStore(executor.store, executor.settings), executor.settings
     )
-    job, _ = service.submit(OWNER, doc)
+    caller = Principal(
+        "https://tests.invalid", OWNER, frozenset({"compute.create", "storage.read:/"})
+    )
+    job, _ = service.submit(as_owner(authorize(service, caller, doc), OWNER))
     return job
 
 

@@ -24,6 +24,7 @@ import onnxruntime as ort
 
 from mlaas4hep.config import MLAAS4HEP_ARGV
 from mlaas4hep.loopback import free_port
+from mlaas4hep.serve.ownership import ModelOwners
 from mlaas4hep.serve.repository import ModelRepository, VersionPolicy
 from mlaas4hep.serve.samples import write_sample_model
 from mlaas4hep.serve.settings import BatchPolicy
@@ -136,6 +137,8 @@ def test_replicas_pick_up_new_versions_under_load(tmp_path: Path) -> None:
     data_dir, repo_dir = tmp_path / "data", tmp_path / "models"
     sources = {v: write_sample_model(tmp_path / f"src{v}", LAYERS, seed=v) for v in range(1, 6)}
     repo = ModelRepository(repo_dir, VersionPolicy(latest=1), BatchPolicy())
+    # alice owns it: she uploads versions 3-5 below (docs/inference.md, "Ownership")
+    ModelOwners(repo_dir).claim("mlp", f"{LocalIssuer(data_dir).issuer}#alice", "alice")
     repo.publish("mlp", sources[1])
     headers = {"Authorization": f"Bearer {LocalIssuer(data_dir).mint('alice', SCOPES)}"}
     with ExitStack() as stack:

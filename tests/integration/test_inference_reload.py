@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
-from conftest_serve import ALICE, inference_server
+from conftest_serve import ALICE, inference_server, own
 
 from mlaas4hep.serve.repository import ModelRepository, VersionPolicy
 from mlaas4hep.serve.samples import write_sample_model
@@ -70,6 +70,7 @@ def test_hot_reload_under_load_loses_no_request(tmp_path: Path) -> None:
     repo_dir = tmp_path / "repo"
     sources = {v: write_sample_model(tmp_path / f"src{v}", LAYERS, seed=v) for v in (1, 2, 3)}
     repo = ModelRepository(repo_dir, VersionPolicy(latest=1), BatchPolicy())
+    own(repo_dir, "mlp")  # alice uploads version 3 below
     repo.publish("mlp", sources[1])
     with inference_server(repo_dir, poll_interval_s=0.1) as url:
         load = Load(url)
@@ -84,10 +85,10 @@ def test_hot_reload_under_load_loses_no_request(tmp_path: Path) -> None:
             assert upload.json() == {"name": "mlp", "version": "3"}
             load.wait_for("3")
             # A broken version 4 must not take version 3 out of service.
-            broken = tmp_path / "broken"
+            # (publish refuses it; it lands on the shared repository by other means)
+            broken = repo.root / "mlp" / "4"
             broken.mkdir()
             (broken / "model.onnx").write_bytes(b"not an onnx model")
-            repo.publish("mlp", broken)
             time.sleep(1.0)
             count = len(load.results)
             time.sleep(0.5)

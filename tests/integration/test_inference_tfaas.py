@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest_serve import ALICE, BOB, inference_server
+from conftest_serve import ALICE, BOB, inference_server, own
 
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.serve.samples import write_sample_model
@@ -27,6 +27,7 @@ def _authorize(principal: Principal, action: str, model: str) -> bool:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     write_sample_model(tmp_path / "repo" / "tiny" / "1", LAYERS, seed=3)
+    own(tmp_path / "repo", "tiny", share="*:read")  # alice's; everyone may use it
     return tmp_path / "repo"
 
 
@@ -151,7 +152,7 @@ def test_upload_gzip_tarball(server: str, tmp_path: Path) -> None:
         ({"../evil/model.onnx": b"x"}, None, "'..'"),
         ({"/abs/model.onnx": b"x"}, None, "absolute"),
         ({"m/model.onnx": b"x"}, "m/link", "not a regular file"),
-        ({"m/model.onnx": b"not onnx"}, None, "cannot load"),
+        ({"m/model.onnx": b"not onnx"}, None, "not a readable ONNX model"),
         ({"m/readme.txt": b"hi"}, None, "no model.onnx"),
     ],
 )
@@ -160,7 +161,7 @@ def test_upload_rejects_unsafe_or_broken_archives(
 ) -> None:
     body = _tarball(members, symlink)
     response = httpx.post(f"{server}/upload?name=bad", content=body, headers=ALICE)
-    assert response.status_code == 400
+    assert response.status_code == 422  # http_status.py: the same status as the job API
     assert fragment in response.json()["error"]
     assert "mlaas4hep-upload-" not in response.json()["error"]  # no server temp paths
     assert not (repo / "bad").exists()

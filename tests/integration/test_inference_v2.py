@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
-from conftest_serve import ALICE, BOB, authenticate, inference_server, run_server
+from conftest_serve import ALICE, BOB, authenticate, inference_server, own, run_server
 from fastapi import FastAPI
 from tritonclient.utils import InferenceServerException
 
@@ -37,6 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     repo = tmp_path_factory.mktemp("repo")
     write_sample_model(repo / "mlp" / "1", LAYERS, seed=1)
     write_sample_model(repo / "private" / "1", LAYERS, seed=2)
+    own(repo, "mlp", share="*:read")  # bob may use it; "private" is alice's alone
+    own(repo, "private")
     with inference_server(repo, authorize=_authorize) as url:
         yield url
 
@@ -83,7 +85,7 @@ def test_missing_or_wrong_token_is_401(
 ) -> None:
     response = httpx.request(method, server + path, headers=headers, content=b"{}")
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["www-authenticate"] == 'Bearer realm="mlaas4hep"'  # as the job API
     assert "error" in response.json()
 
 

@@ -29,7 +29,7 @@ def _app() -> object:
 
     tmp = Path(tempfile.mkdtemp(prefix="mlaas4hep-schemathesis-"))
     return create_app(
-        fake_settings(tmp),
+        fake_settings(tmp).model_copy(update={"allowed_hosts": ["testserver", "localhost"]}),
         authenticator=FixedTokens(),
         spec_validator=permissive,
         run_executor=False,

@@ -64,8 +64,9 @@ class SecServer(JobServer):
     def client(self, user: str, **kw: Any) -> httpx.Client:
         """An HTTP client on the service root for *user* (``admin`` gets the admin group)."""
         groups = (ADMIN_GROUP,) if user == "admin" else ()
-        return httpx.Client(base_url=self.url, headers=self.headers(user, groups=groups, **kw),
-                            timeout=120)
+        return httpx.Client(
+            base_url=self.url, headers=self.headers(user, groups=groups, **kw), timeout=120
+        )
 
     def secrets(self) -> list[bytes]:
         """Byte strings that must never leave the service: the issuer's private key."""

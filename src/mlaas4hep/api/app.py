@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
 from fastapi import APIRouter, FastAPI
@@ -18,11 +19,13 @@ from fastapi import APIRouter, FastAPI
 from mlaas4hep import __version__
 from mlaas4hep.api import errors
 from mlaas4hep.api.deps import local_issuer_router, principal_dependency
+from mlaas4hep.api.hosts import AllowedHosts, HostGuard
 from mlaas4hep.api.routes_datasets import datasets_router
 from mlaas4hep.api.routes_health import health_router
 from mlaas4hep.api.routes_jobs import jobs_router
 from mlaas4hep.api.schemas import API_PREFIX, Problem
 from mlaas4hep.api.ui import install_ui
+from mlaas4hep.api.ui.revocations import RevokedSessions, RevokingAuthenticator
 from mlaas4hep.auth.factory import create_authenticator
 from mlaas4hep.auth.policy import INFERENCE_SCOPE, METRICS_SCOPE, has_scope, model_scope
 from mlaas4hep.auth.principal import Principal
@@ -95,6 +98,10 @@ def create_app(
         authenticator, local_issuer = setup.authenticator, setup.local_issuer
         if setup.local_issuer is not None:
             routers.append(local_issuer_router(setup.local_issuer))
+    trusted_issuers = tuple(getattr(authenticator, "issuers", ()))
+    # Signed-out UI sessions are refused on every route (API, UI, inference).
+    revoked = RevokedSessions(revoked_sessions_path(settings))
+    authenticator = RevokingAuthenticator(authenticator, revoked)
     # principal_dependency only calls .authenticate(); a test double fits the same slot.
     principal = principal_dependency(cast(Authenticator, authenticator))
     services: list[Service] = []
@@ -111,6 +118,8 @@ def create_app(
         lifespan=_lifespan(store, executor, services),
     )
     errors.install(app)
+    # Outermost check: a request naming a foreign host (DNS rebinding) reaches no route.
+    app.add_middleware(HostGuard, allowed=AllowedHosts.build(settings.allowed_hosts, settings.host))
     app.include_router(health_router(store, executor))
     app.include_router(jobs_router(service, principal), prefix=API_PREFIX)
     app.include_router(datasets_router(datasets, principal), prefix=API_PREFIX)
@@ -121,7 +130,8 @@ def create_app(
             app,
             raw_settings=settings.ui,
             authenticator=cast(Authenticator, authenticator),
-            trusted_issuers=tuple(getattr(authenticator, "issuers", ())),
+            trusted_issuers=trusted_issuers,
+            revoked=revoked,
             service=service,
             datasets=datasets,
             local_issuer=local_issuer,
@@ -130,6 +140,11 @@ def create_app(
     _add_problem_schema(app)
     app.state.settings, app.state.service, app.state.executor = settings, service, executor
     return app
+
+
+def revoked_sessions_path(settings: Settings) -> Path:
+    """Where signed-out session tokens are listed (beside the local issuer's key)."""
+    return settings.data_dir / "auth" / "revoked-sessions"
 
 
 class Service(Protocol):
@@ -174,9 +189,7 @@ def _lifespan(
         for service in services:
             await service.start()
         if executor is not None:
-            executor.start()
-            if not executor.sandboxed:
-                log.warning("bwrap not found: jobs run without a sandbox (limits still apply)")
+            executor.start()  # logs the sandbox it probed (or why jobs cannot run)
         try:
             yield
         finally:

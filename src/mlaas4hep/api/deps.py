@@ -16,7 +16,7 @@ found, and the parameter silently becomes a query parameter (422).
 
 Failures become HTTP errors here, so routes never see an unauthenticated request:
 ``AuthError`` -> 401 with ``WWW-Authenticate: Bearer``, ``PermissionDenied`` -> 403, an
-unreachable issuer (``KeyFetchError``) -> 503 with ``Retry-After``.
+unreachable issuer (``IssuerUnavailable``) -> 503 with ``Retry-After``, as on every route.
 Bodies carry a short reason only (never the token, never validation internals).
 """
 
@@ -29,12 +29,12 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from mlaas4hep.auth.jwks import KeyFetchError
 from mlaas4hep.auth.local_issuer import LocalIssuer
 from mlaas4hep.auth.policy import require_scope as _require_scope
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.auth.tokens import Authenticator
-from mlaas4hep.errors import AuthError, PermissionDenied
+from mlaas4hep.errors import AuthError, IssuerUnavailable, PermissionDenied
+from mlaas4hep.http_status import http_status
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,11 @@ def principal_dependency(
             return authenticator.authenticate(header, peer, request.headers.items())
         except PermissionDenied as exc:
             raise forbidden(str(exc)) from exc
-        except KeyFetchError as exc:
+        except IssuerUnavailable as exc:
             # The issuer is down or misconfigured: not the caller's fault, so no 401 that
-            # would send them to log in again.
-            log.warning("cannot validate tokens: %s", exc)
-            raise HTTPException(
-                status_code=503,
-                detail="token issuer unreachable; try again later",
-                headers={"Retry-After": "30"},
-            ) from exc
+            # would send them to log in again. The message names no URL (auth.jwks).
+            headers = http_status(exc).headers
+            raise HTTPException(status_code=503, detail=str(exc), headers=headers) from exc
         except AuthError as exc:
             # The reason is one of the fixed, client-safe phrases of auth.tokens.
             log.info("rejected credentials from %s: %s", peer, exc)

@@ -16,18 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlaas4hep.errors import (
-    AuthError,
-    Conflict,
-    DataSourceError,
-    ExpressionError,
-    Mlaas4hepError,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    SpecError,
-    UnsafeArchiveError,
-)
+from mlaas4hep.errors import Mlaas4hepError
+from mlaas4hep.http_status import STATUS_TABLE, http_status
 from mlaas4hep.jobs.store import IdempotencyKeyReused
 
 log = logging.getLogger(__name__)
@@ -35,19 +25,10 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "urn:mlaas4hep:problem:"
 CHALLENGE = 'Bearer realm="mlaas4hep"'
 
-#: Most specific first: the first ``isinstance`` match decides (status, problem slug).
+#: The shared table (``http_status.py``) plus the one error only the job API raises.
 ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (IdempotencyKeyReused, 422, "idempotency-key-reused"),
-    (PermissionDenied, 403, "forbidden"),
-    (AuthError, 401, "unauthorized"),
-    (NotFound, 404, "not-found"),
-    (Conflict, 409, "conflict"),
-    (PayloadTooLarge, 413, "payload-too-large"),
-    (SpecError, 422, "invalid-spec"),
-    (ExpressionError, 422, "invalid-expression"),
-    (UnsafeArchiveError, 422, "unsafe-archive"),
-    (DataSourceError, 422, "data-source"),
-    (Mlaas4hepError, 400, "bad-request"),
+    *STATUS_TABLE,
 )
 
 _TITLES = {
@@ -67,10 +48,8 @@ _TITLES = {
 
 def status_of(exc: Exception) -> tuple[int, str]:
     """The HTTP status and problem slug for a domain error."""
-    for cls, status, slug in ERROR_TABLE:
-        if isinstance(exc, cls):
-            return status, slug
-    return 500, "internal"
+    answer = http_status(exc, ERROR_TABLE)
+    return answer.status, answer.slug
 
 
 def problem(
@@ -98,8 +77,10 @@ def problem(
 
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
-    status, slug = status_of(exc)
-    return problem(status, str(exc), slug=slug, instance=request.url.path)
+    answer = http_status(exc, ERROR_TABLE)
+    return problem(
+        answer.status, str(exc), slug=answer.slug, instance=request.url.path, headers=answer.headers
+    )
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -146,5 +127,5 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": _TITLES[code],
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
-    for code in (400, 401, 403, 404, 409, 413, 422)
+    for code in (400, 401, 403, 404, 409, 413, 422, 503)
 }

@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, executor alive).
+"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, executor alive,
+job sandbox usable).
 
 No authentication: probes of load balancers and Kubernetes call these.
 """
@@ -29,16 +30,20 @@ def health_router(store: JobStore, executor: LocalExecutor | None) -> APIRouter:
         responses={503: {"model": Health, "description": "not ready"}},
     )
     def readyz() -> JSONResponse:
-        """200 when the database answers and the executor (if any) runs; else 503."""
+        """200 when the database answers and the executor (if any) runs with a usable
+        sandbox (or the explicit unsafe ``none``); else 503 with the reason."""
         checks = {"database": "ok"}
         try:
             store.ping()
         except SQLAlchemyError as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
+        sandbox_ok = True
         if executor is not None:
             checks["executor"] = "ok" if executor.alive else "stopped"
-            checks["sandbox"] = "bwrap" if executor.sandboxed else "none (bwrap not installed)"
-        ready = checks["database"] == "ok" and checks.get("executor", "ok") == "ok"
+            # Unavailable: jobs stay queued; the text says why and how to fix it.
+            checks["sandbox"] = executor.sandbox.describe()
+            sandbox_ok = executor.sandbox.ready
+        ready = checks["database"] == "ok" and checks.get("executor", "ok") == "ok" and sandbox_ok
         body = Health(status="ok" if ready else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 

@@ -8,7 +8,6 @@ a 404, exactly like a job that does not exist.
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,22 +17,15 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from mlaas4hep.api.artifacts import artifact_response
 from mlaas4hep.api.deps import require_scope
 from mlaas4hep.api.errors import PROBLEM_RESPONSES
 from mlaas4hep.api.schemas import ArtifactList, Job, JobList
-from mlaas4hep.auth.policy import model_scope
-from mlaas4hep.auth.policy import require_scope as require_scope_of
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import PayloadTooLarge, SpecError
 from mlaas4hep.jobs.credentials import bearer_token, wants_token
-from mlaas4hep.jobs.service import (
-    JobService,
-    UserFile,
-    deployed_model,
-    input_paths,
-    needs_network,
-    parse_spec,
-)
+from mlaas4hep.jobs.policy import authorize
+from mlaas4hep.jobs.service import JobService, UserFile, parse_spec
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord
 
@@ -96,16 +88,14 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
         """Queue a pipeline. A replay of the same ``Idempotency-Key`` and body returns the
         same job (200); the same key with another body is refused (422)."""
         doc, files = await _read_submission(request, service)
-        for path in input_paths(doc):  # reading input data needs storage.read:<path>
-            require_scope_of(caller, f"storage.read:{path}")
-        if model := deployed_model(doc):  # publishing a model needs storage.create on it
-            require_scope_of(caller, model_scope("create", model))
+        # The one submission policy (inputs, scopes, deploy rights, expressions).
+        submission = await run_in_threadpool(authorize, service, caller, doc, files)
         # The job's own remote reads use the caller's token (never logged; see credentials).
         token = None
-        if wants_token(caller.scopes, needs_network(doc)):
+        if wants_token(caller.scopes, submission.needs_network):
             token = bearer_token(request.headers.get("authorization"))
         job, created = await run_in_threadpool(
-            service.submit, caller.key, doc, files, idempotency_key, token=token
+            service.submit, submission, idempotency_key, token=token
         )
         response.status_code = 201 if created else 200
         response.headers["Location"] = f"{request.url.path}/{job.id}"
@@ -172,9 +162,8 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
     def get_artifact(job_id: str, name: str, caller: Principal = can_read) -> FileResponse:
         """One artifact, or ``bundle.tar.gz`` with all of them."""
         job = service.get(job_id, owner_filter(caller))
-        path = service.artifact_path(job, name)
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, filename=Path(name).name)
+        # Hostile content: a download, inline only for checked raster images (docs/security.md).
+        return artifact_response(service.artifact_path(job, name), name)
 
     return router
 

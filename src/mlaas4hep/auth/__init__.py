@@ -16,6 +16,6 @@ every issuer::
     token_store.py   the CLI's token file (0600)
 
 Errors: ``AuthError`` (-> 401) with a short client-safe reason, ``PermissionDenied``
-(-> 403) naming the scope needed; ``jwks.KeyFetchError`` (an ``AuthError``) when an
-issuer cannot be reached (-> 503). See docs/security.md for the threat model.
+(-> 403) naming the scope needed; ``IssuerUnavailable`` (no URL in its message) when an
+issuer cannot be reached (-> 503 + Retry-After). See docs/security.md for the threat model.
 """

@@ -1,17 +1,27 @@
 """Signing keys of one issuer: OIDC discovery, JWKS fetch, cache and refresh.
 
 ``IssuerKeys.key_for(kid)`` returns a verification key. The cache is refreshed when its
-TTL has passed and when a token names an unknown ``kid`` (a key rotation). Unknown-kid
-refreshes are rate-limited *without* a blind spot: a request that arrives while a refresh
-is not yet allowed waits for the next permitted fetch (at most ``min_refresh_s``) instead
-of failing, and every request waiting for the lock is served by a fetch that started after
-it arrived (single flight), so a flood of random ``kid`` values costs one fetch per
-``min_refresh_s`` and never locks out a freshly rotated key.
+TTL has passed and when a token names an unknown ``kid`` (a key rotation), under three
+rules that keep a flood of made-up ``kid`` values cheap (the habit of go-oidc's remote key
+set and of Microsoft.IdentityModel's configuration manager):
+
+- single flight: one fetch at a time; callers that arrive while it runs wait for it (in
+  their worker thread, never on the event loop, at most ``wait_s``) and share its answer;
+- rate limit: at most one fetch per ``min_refresh_s``; a miss inside that window is
+  answered at once from the cached keys (401 for the unknown ``kid``) -- nobody sleeps;
+- negative cache: a ``kid`` still absent from a fetch that started after the token
+  arrived is refused at once for ``unknown_kid_ttl_s`` (bounded to ``max_unknown`` kids).
+
+A rotated key is therefore usable at most ``min_refresh_s`` after its first token (issuers
+publish a key before signing with it, RFC 7517 s5 / OIDC Core s10.1.1).
+
+When the issuer cannot be reached and no keys are cached, ``key_for`` raises
+:class:`~mlaas4hep.errors.IssuerUnavailable` (503 + Retry-After) whose message names no
+URL; the log gets the details. Cached keys outlive a failed refresh (stale beats none).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,17 +34,30 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from mlaas4hep.auth.settings import ALLOWED_ALGORITHMS, check_url
-from mlaas4hep.errors import AuthError, SpecError
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import (
+    AuthError,
+    IssuerUnavailable,
+    Mlaas4hepError,
+    PayloadTooLarge,
+    SpecError,
+)
 
 log = logging.getLogger(__name__)
 
+_RETRY_AFTER_FAILURE_S = 30.0  # stale keys are kept this long after a failed refresh
+_BACKOFF_AFTER_FAILURE_S = 5.0  # no keys at all: the next fetch is tried after this
 #: Key type and curve each allowed algorithm needs; a key of another type is never used.
-_RETRY_AFTER_FAILURE_S = 30.0
 _KEY_SHAPE = {"RS256": ("RSA", None), "ES256": ("EC", "P-256")}
+_UNAVAILABLE = "the token issuer cannot be reached to check the token's signing key; retry later"
 
 
-class KeyFetchError(AuthError):
-    """The issuer's metadata or keys could not be fetched or made no sense."""
+class KeyFetchError(Mlaas4hepError):
+    """The issuer's metadata or keys could not be fetched or made no sense.
+
+    Internal: the message names URLs, so it is logged, and callers of ``key_for`` get an
+    :class:`IssuerUnavailable` instead.
+    """
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,10 @@ class IssuerKeys:
             local issuer plugs an in-process transport here).
         ttl_s: how long a fetched key set is used before it is fetched again.
         min_refresh_s: the shortest interval between two fetches.
+        unknown_kid_ttl_s: how long a ``kid`` found missing by a fetch is refused without
+            another fetch (at least ``min_refresh_s``).
+        max_unknown: the most ``kid`` values the negative cache remembers.
+        wait_s: the longest a caller waits for another caller's fetch.
         max_bytes: documents larger than this are rejected.
         clock: ``time.monotonic`` unless a test injects one.
     """
@@ -65,64 +92,103 @@ class IssuerKeys:
         *,
         ttl_s: float = 300.0,
         min_refresh_s: float = 1.0,
+        unknown_kid_ttl_s: float = 60.0,
+        max_unknown: int = 4096,
+        wait_s: float = 10.0,
         max_bytes: int = 256 * 1024,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.issuer = issuer
         self._metadata_url = metadata_url
         self._client = client
         self._ttl = ttl_s
         self._min_refresh = min_refresh_s
+        self._unknown_ttl = max(unknown_kid_ttl_s, min_refresh_s)
+        self._max_unknown = max_unknown
+        self._wait = wait_s
         self._max_bytes = max_bytes
         self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()  # single flight
         self._snapshot: _Snapshot | None = None
         self._last_attempt = float("-inf")
+        self._unknown: dict[str, float] = {}  # kid -> refused until (monotonic)
+        self._unknown_lock = threading.Lock()
         self.fetch_count = 0
 
     def key_for(self, kid: str, alg: str) -> PyJWK:
         """Return the verification key ``kid`` for algorithm ``alg``.
 
+        Never sleeps; blocks only while another caller's fetch is in flight.
+
         Raises:
-            AuthError: the key is unknown even after a refresh, or does not fit ``alg``.
-            KeyFetchError: the issuer's documents cannot be fetched.
+            AuthError: the key is unknown (now or recently), or does not fit ``alg``.
+            IssuerUnavailable: no keys are cached and the issuer cannot be reached.
         """
         arrived = self._clock()
         snap = self._snapshot
-        if snap is None or arrived - snap.fetched_at > self._ttl or kid not in snap.keys:
-            snap = self._refresh(arrived, force=snap is not None and kid not in snap.keys)
+        fresh = snap is not None and arrived - snap.fetched_at <= self._ttl
+        if snap is not None and fresh and kid in snap.keys:
+            return _to_key(snap.keys[kid], alg)
+        if self._unknown.get(kid, float("-inf")) > arrived:
+            raise AuthError("token signed with an unknown key (kid)")
+        snap = self._refresh(arrived)
         jwk = snap.keys.get(kid)
         if jwk is None:
+            if snap.fetched_at >= arrived:  # checked against a fetch newer than the token
+                self._remember_unknown(kid, snap.fetched_at + self._unknown_ttl)
             raise AuthError("token signed with an unknown key (kid)")
         return _to_key(jwk, alg)
 
-    def _refresh(self, arrived: float, *, force: bool) -> _Snapshot:
-        with self._lock:
+    def _refresh(self, arrived: float) -> _Snapshot:
+        if not self._fetch_lock.acquire(timeout=self._wait):
+            return self._cached_or_unavailable(self._wait)
+        try:
             snap = self._snapshot
             # Single flight: a fetch that started after we arrived already answers us.
-            if snap is not None and snap.fetched_at > arrived:
+            if snap is not None and snap.fetched_at >= arrived:
                 return snap
-            if snap is not None and not force and self._clock() - snap.fetched_at <= self._ttl:
-                return snap
-            wait = self._last_attempt + self._min_refresh - self._clock()
-            if wait > 0:
-                self._sleep(wait)
-            started = self._last_attempt = self._clock()
+            now = self._clock()
+            wait = self._last_attempt + self._min_refresh - now
+            if wait > 0:  # rate limited: answer from the cache, never sleep
+                return self._cached_or_unavailable(wait)
+            self._last_attempt = now
             try:
                 keys = self._fetch_keys()
-            except KeyFetchError:
-                if snap is None:
-                    raise
-                # Stale keys beat no keys when the issuer is briefly unreachable; retry
-                # after a short while rather than on every request.
-                log.warning("keeping cached keys of %s: refresh failed", self.issuer)
-                retry_at = self._clock() - self._ttl + min(self._ttl, _RETRY_AFTER_FAILURE_S)
-                self._snapshot = _Snapshot(keys=snap.keys, fetched_at=retry_at)
-                return snap
-            self._snapshot = _Snapshot(keys=keys, fetched_at=started)
+            except KeyFetchError as exc:
+                return self._after_failure(snap, exc)
+            self._snapshot = _Snapshot(keys=keys, fetched_at=now)
             return self._snapshot
+        finally:
+            self._fetch_lock.release()
+
+    def _cached_or_unavailable(self, retry_after: float) -> _Snapshot:
+        snap = self._snapshot
+        if snap is None:
+            raise IssuerUnavailable(_UNAVAILABLE, retry_after=retry_after)
+        return snap
+
+    def _after_failure(self, snap: _Snapshot | None, exc: KeyFetchError) -> _Snapshot:
+        log.warning("cannot refresh the signing keys of %s: %s", self.issuer, exc)
+        if snap is None:
+            # Back off a little: every request in the meantime gets an immediate 503.
+            backoff = max(self._min_refresh, _BACKOFF_AFTER_FAILURE_S)
+            self._last_attempt = self._clock() + backoff - self._min_refresh
+            raise IssuerUnavailable(_UNAVAILABLE, retry_after=backoff) from exc
+        # Stale keys beat no keys when the issuer is briefly unreachable; retry after a
+        # short while rather than on every request.
+        retry_at = self._clock() - self._ttl + min(self._ttl, _RETRY_AFTER_FAILURE_S)
+        self._snapshot = _Snapshot(keys=snap.keys, fetched_at=max(snap.fetched_at, retry_at))
+        return snap
+
+    def _remember_unknown(self, kid: str, until: float) -> None:
+        with self._unknown_lock:
+            if len(self._unknown) >= self._max_unknown:
+                now = self._clock()
+                live = [(k, t) for k, t in self._unknown.items() if t > now]
+                # Still full of live entries: forget the oldest half (insertion order).
+                keep = live[len(live) // 2 :] if len(live) >= self._max_unknown // 2 else live
+                self._unknown = dict(keep)
+            self._unknown[kid] = until
 
     def _fetch_keys(self) -> dict[str, dict[str, Any]]:
         self.fetch_count += 1
@@ -160,9 +226,9 @@ class IssuerKeys:
             msg = f"{url!r} of issuer {self.issuer!r} is larger than {self._max_bytes} bytes"
             raise KeyFetchError(msg)
         try:
-            doc = json.loads(resp.content)
-        except ValueError as exc:
-            msg = f"{url!r} of issuer {self.issuer!r} is not JSON"
+            doc = load_json(resp.content, what=repr(url), limit=self._max_bytes)
+        except (ValueError, PayloadTooLarge) as exc:  # DocumentError is a ValueError
+            msg = f"{url!r} of issuer {self.issuer!r} is not JSON (or nested too deep)"
             raise KeyFetchError(msg) from exc
         if not isinstance(doc, dict):
             msg = f"{url!r} of issuer {self.issuer!r} is not a JSON object"

@@ -129,7 +129,9 @@ class LocalIssuer:
             "wlcg.ver": "1.0",
             "wlcg.groups": sorted(set(groups)),
         }
-        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
+        # typ at+jwt: an access token (RFC 9068 s2.1), which is all the validator accepts.
+        headers = {"kid": self.kid, "typ": "at+jwt"}
+        return jwt.encode(claims, self._key, algorithm="ES256", headers=headers)
 
     def transport(self) -> httpx.BaseTransport:
         """An in-process HTTP transport answering the discovery and JWKS URLs."""

@@ -10,6 +10,7 @@ A typical configuration (YAML or env-derived mapping)::
       issuers:
         - issuer: https://cms-auth.web.cern.ch/
           audience: https://mlaas.example.org
+          token_types: [at+jwt, JWT]  # IAM marks access tokens 'JWT' (default: [at+jwt])
           groups:                     # used only when a token has no capability scopes
             /cms: [compute.read, "storage.read:/store"]
             /cms/mlaas: [compute.create, compute.read, compute.cancel, "storage.create:/models"]
@@ -33,6 +34,8 @@ from mlaas4hep.errors import SpecError
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
 #: Claims every access token must carry.
 REQUIRED_CLAIMS: tuple[str, ...] = ("iss", "sub", "aud", "exp", "iat")
+#: The JOSE ``typ`` of an OAuth 2.0 access token in JWT format (RFC 9068 s2.1).
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -44,6 +47,10 @@ class IssuerSettings:
     document's ``issuer``. ``audience`` lists the accepted ``aud`` values (one must match).
     ``groups`` maps a ``wlcg.groups`` entry to the capability scopes it grants; it is used
     only for tokens that carry no capability scope (WLCG Common JWT Profile).
+    ``token_types`` lists the JOSE ``typ`` values accepted from this issuer, compared
+    case-insensitively with any ``application/`` prefix dropped (RFC 7515 s4.1.9): only
+    ``at+jwt`` by default (RFC 9068 s2.1); add ``JWT`` for providers that mark their access
+    tokens so (INDIGO IAM, Keycloak) and ``""`` for ones that send no ``typ`` at all.
     """
 
     issuer: str
@@ -51,9 +58,16 @@ class IssuerSettings:
     groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
     discovery_url: str | None = None
     name_claims: tuple[str, ...] = ("preferred_username", "name", "email")
+    token_types: tuple[str, ...] = (ACCESS_TOKEN_TYPE,)
 
     def __post_init__(self) -> None:
         check_url(self.issuer, what="issuer")
+        if not self.token_types:
+            msg = (
+                f"issuer {self.issuer!r} accepts no token type; set token_types, e.g. "
+                f"[{ACCESS_TOKEN_TYPE}] or [{ACCESS_TOKEN_TYPE}, JWT]"
+            )
+            raise SpecError(msg)
         if self.discovery_url is not None:
             check_url(self.discovery_url, what="discovery_url")
         if not self.audience:
@@ -76,8 +90,10 @@ class AuthSettings:
     deployments only; ``None`` (the default) means "on when no external issuer is
     configured". ``trusted_proxies`` are CIDRs whose ``X-Forwarded-*`` headers are
     read (oauth2-proxy mode). ``jwks_min_refresh_s`` bounds how often an unknown ``kid``
-    may trigger a JWKS fetch; requests arriving meanwhile wait for the next fetch rather
-    than fail, so a key rotation never opens a window of rejected tokens.
+    may trigger a JWKS fetch; requests arriving meanwhile are answered at once from the
+    cached keys (a rotated key is accepted at most this long after its first token).
+    A ``kid`` that a fetch did not contain is refused without fetching again for
+    ``jwks_unknown_kid_ttl_s`` (see :mod:`mlaas4hep.auth.jwks`).
     """
 
     issuers: tuple[IssuerSettings, ...] = ()
@@ -91,6 +107,7 @@ class AuthSettings:
     leeway_s: int = 60
     jwks_ttl_s: float = 300.0
     jwks_min_refresh_s: float = 1.0
+    jwks_unknown_kid_ttl_s: float = 60.0
     http_timeout_s: float = 5.0
     max_document_bytes: int = 256 * 1024
     extra_capabilities: frozenset[str] = frozenset({"mlaas.infer", "mlaas.metrics"})
@@ -108,6 +125,12 @@ class AuthSettings:
             raise SpecError(msg)
         if not 0 <= self.leeway_s <= 300:
             msg = f"leeway_s={self.leeway_s!r} is out of range; use 0..300 seconds (default 60)"
+            raise SpecError(msg)
+        if self.jwks_unknown_kid_ttl_s < self.jwks_min_refresh_s:
+            msg = (
+                f"jwks_unknown_kid_ttl_s={self.jwks_unknown_kid_ttl_s!r} is shorter than "
+                f"jwks_min_refresh_s={self.jwks_min_refresh_s!r}; make it at least as long"
+            )
             raise SpecError(msg)
         if self.max_token_bytes < 512:
             msg = f"max_token_bytes={self.max_token_bytes!r} is too small; use at least 512"
@@ -146,7 +169,15 @@ def _issuer_from_mapping(raw: Mapping[str, Any]) -> IssuerSettings:
         audience=(audience,) if isinstance(audience, str) else tuple(audience),
         groups=_groups(raw.get("groups", {})),
         discovery_url=raw.get("discovery_url"),
+        token_types=_token_types(raw.get("token_types", (ACCESS_TOKEN_TYPE,))),
     )
+
+
+def _token_types(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str) or not isinstance(raw, Sequence):
+        msg = f"token_types must be a list such as [{ACCESS_TOKEN_TYPE}, JWT], got {raw!r}"
+        raise SpecError(msg)
+    return tuple("" if t is None else str(t) for t in raw)
 
 
 def _groups(raw: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:

@@ -3,17 +3,24 @@
 One code path for every issuer, the embedded local one included::
 
     header ─► size cap ─► JOSE header (alg allow-list, kid, no crit) ─► iss allow-list
-           ─► issuer keys (discovery, JWKS cache) ─► signature, aud, exp/nbf/iat + leeway,
-              required claims ─► wlcg.ver ─► scopes/groups ─► Principal
+           ─► typ allow-list of that issuer ─► issuer keys (discovery, JWKS cache)
+           ─► signature, aud, exp/nbf/iat + leeway, required claims ─► not an ID token
+           ─► wlcg.ver ─► scopes/groups ─► Principal
+
+Only access tokens are accepted. The JOSE ``typ`` must be one the issuer is configured to
+use for access tokens (``at+jwt`` by default, RFC 9068 s2.1 and RFC 8725 s3.11), and a
+token carrying a claim that only ID tokens carry (``nonce``, ``at_hash``, ``c_hash``,
+``s_hash``; OpenID Connect Core s2, s3.1.3.6, s3.3.2.11), or ``auth_time`` without any
+``scope``, is refused as an ID token, also from issuers that type both kinds ``JWT``.
 
 Failures raise :class:`AuthError` with a short reason that is safe to show to an
 unauthenticated client (it never echoes the token or the claims). Tokens are never logged.
+An unreachable issuer raises :class:`~mlaas4hep.errors.IssuerUnavailable` (503) instead.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +50,7 @@ from mlaas4hep.auth.settings import (
     AuthSettings,
     IssuerSettings,
 )
+from mlaas4hep.documents import load_json
 from mlaas4hep.errors import AuthError
 
 log = logging.getLogger(__name__)
@@ -124,8 +132,10 @@ class Authenticator:
         issuer = self._issuers.get(_unverified_issuer(token))
         if issuer is None:
             raise AuthError("token issuer is not trusted")
+        _check_token_type(header, issuer.settings)
         key = issuer.keys.key_for(header["kid"], header["alg"])
         claims = self._verify(token, key.key, header["alg"], issuer.settings)
+        _check_not_id_token(claims)
         _check_wlcg_version(claims)
         return self._principal(claims, issuer.settings)
 
@@ -199,13 +209,7 @@ def _jose_header(token: str) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
         raise AuthError("malformed token")
-    try:
-        raw = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
-        header = json.loads(raw)
-    except ValueError as exc:
-        raise AuthError("malformed token") from exc
-    if not isinstance(header, dict):
-        raise AuthError("malformed token")
+    header = _segment(parts[0])
     if header.get("alg") not in ALLOWED_ALGORITHMS:
         raise AuthError("token algorithm not allowed")
     if "crit" in header:
@@ -216,16 +220,52 @@ def _jose_header(token: str) -> dict[str, Any]:
     return header
 
 
+def _segment(part: str) -> dict[str, Any]:
+    # Depth-capped (documents.py): a header or payload nested thousands deep would make
+    # the json module raise RecursionError, i.e. a 500 instead of a 401.
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        value = load_json(raw, what="token", limit=len(raw))
+    except ValueError as exc:  # binascii.Error and DocumentError are ValueErrors
+        raise AuthError("malformed token") from exc
+    if not isinstance(value, dict):
+        raise AuthError("malformed token")
+    return value
+
+
 def _unverified_issuer(token: str) -> str:
     # Read only to pick the issuer's keys; every claim is verified against them below.
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except PyJWTError as exc:
-        raise AuthError("malformed token") from exc
+    claims = _segment(token.split(".")[1])
     iss = claims.get("iss")
     if not isinstance(iss, str):
         raise AuthError("token has no issuer")
     return iss
+
+
+#: Claims defined for ID tokens only; an access token never needs them.
+ID_TOKEN_CLAIMS = ("nonce", "at_hash", "c_hash", "s_hash")
+
+
+def _check_token_type(header: Mapping[str, Any], issuer: IssuerSettings) -> None:
+    typ = header.get("typ", "")
+    if not isinstance(typ, str):
+        raise AuthError("token type (typ) is malformed")
+    allowed = {_media_type(t) for t in issuer.token_types}
+    if _media_type(typ) not in allowed:
+        raise AuthError("token is not an access token (typ); send an OAuth access token")
+
+
+def _media_type(typ: str) -> str:
+    # RFC 7515 s4.1.9: compare case-insensitively; "application/" may be omitted.
+    typ = typ.strip().lower()
+    return typ.removeprefix("application/")
+
+
+def _check_not_id_token(claims: Mapping[str, Any]) -> None:
+    if any(c in claims for c in ID_TOKEN_CLAIMS) or (
+        "auth_time" in claims and "scope" not in claims
+    ):
+        raise AuthError("token is an ID token; send an OAuth access token instead")
 
 
 def _check_wlcg_version(claims: Mapping[str, Any]) -> None:
@@ -283,6 +323,8 @@ def _trusted(
         client,
         ttl_s=settings.jwks_ttl_s,
         min_refresh_s=settings.jwks_min_refresh_s,
+        unknown_kid_ttl_s=settings.jwks_unknown_kid_ttl_s,
+        wait_s=settings.http_timeout_s * 2,
         max_bytes=settings.max_document_bytes,
     )
     return TrustedIssuer(settings=issuer, keys=keys)

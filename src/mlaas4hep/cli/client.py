@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
+from mlaas4hep.documents import load_yaml
 from mlaas4hep.errors import (
     AuthError,
     Conflict,
@@ -79,8 +79,8 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = load_yaml(path.read_bytes(), what=repr(str(path)), limit=1024 * 1024)
+    except (OSError, SpecError, PayloadTooLarge) as exc:
         msg = f"cannot read the client config {str(path)!r}: {exc}"
         raise SpecError(msg) from exc
     return data if isinstance(data, dict) else {}

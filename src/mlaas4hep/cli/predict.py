@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlaas4hep.documents import load_json
 from mlaas4hep.errors import (
     AuthError,
     DataQualityError,
@@ -33,6 +34,8 @@ from mlaas4hep.errors import (
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 Array = np.ndarray[Any, Any]
+#: Rows given as JSON are parsed in memory; bigger inputs belong in a ROOT file.
+MAX_JSON_ROWS_BYTES = 256 * 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +175,8 @@ def read_rows(path: Path, features: Sequence[str], tree: str | None, batch: int)
     """Yield row matrices of at most *batch* rows from a .json or .root file."""
     suffix = path.suffix.lower()
     if suffix == ".json":
-        matrix = json_rows(json.loads(path.read_text(encoding="utf-8")), features)
+        rows = load_json(path.read_bytes(), what=repr(str(path)), limit=MAX_JSON_ROWS_BYTES)
+        matrix = json_rows(rows, features)
         for start in range(0, len(matrix), batch):
             yield matrix[start : start + batch]
     elif suffix == ".root":

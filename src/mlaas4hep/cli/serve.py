@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inference_app(settings: Settings) -> Any:
-    from mlaas4hep.api.app import model_policy
+    from mlaas4hep.api.app import model_policy, revoked_sessions_path
+    from mlaas4hep.api.hosts import AllowedHosts, HostGuard
+    from mlaas4hep.api.ui.revocations import RevokedSessions, RevokingAuthenticator
     from mlaas4hep.auth.factory import create_authenticator
     from mlaas4hep.serve.app import create_inference_app
     from mlaas4hep.serve.settings import InferenceSettings
@@ -74,11 +76,15 @@ def _inference_app(settings: Settings) -> Any:
     auth = create_authenticator(
         settings.auth, data_dir=settings.data_dir, listen_host=settings.host
     ).authenticator
-    return create_inference_app(
+    # Signed-out UI sessions and foreign Host names are refused here as in create_app.
+    revoking = RevokingAuthenticator(auth, RevokedSessions(revoked_sessions_path(settings)))
+    app = create_inference_app(
         InferenceSettings.from_mapping(settings.inference, settings.data_dir),
-        authenticate=lambda header, peer: auth.authenticate(header, peer),
+        authenticate=lambda header, peer: revoking.authenticate(header, peer),
         authorize=model_policy,
     )
+    app.add_middleware(HostGuard, allowed=AllowedHosts.build(settings.allowed_hosts, settings.host))
+    return app
 
 
 def _run_executor(settings: Settings) -> int:

@@ -1,5 +1,8 @@
 """``mlaas4hep submit pipeline.yaml [--file model.py] [--wait]``: queue a pipeline.
 
+The service checks the spec with its one submission policy (``jobs/policy.py``) before
+queueing it: an invalid spec or expression, an input the token may not read, or a
+``deploy:`` to a model the caller may not modify is refused with the service's message.
 With ``--wait`` a live progress bar follows the job (events or epochs, ETA, the latest
 metrics) and the exit status says how it ended: 0 succeeded, 1 failed or cancelled.
 """
@@ -26,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         action="append",
         default=[],
-        help="a small file the job needs (e.g. the model module); repeatable",
+        help="a small file the job needs (the model module, or a file list the spec names "
+        "as '@NAME', checked line by line at submission); repeatable",
     )
     parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between updates")

@@ -26,6 +26,7 @@ from typing import Any
 
 import uproot
 
+from mlaas4hep.data.inputs import classify, list_entries
 from mlaas4hep.data.remote import (
     Retrier,
     configure_client,
@@ -43,7 +44,6 @@ from mlaas4hep.errors import (
 )
 from mlaas4hep.spec import RemoteSpec
 
-REMOTE_SCHEMES = ("root", "xroot", "http", "https")
 TREE_CLASSES = ("TTree", "ROOT::RNTuple")
 _DEFAULT_PORTS = {"root": 1094, "xroot": 1094, "http": 80, "https": 443}
 # Seconds to wait for a remote host when no RemoteSpec says otherwise (file_identity).
@@ -55,8 +55,8 @@ _DENIED = ("auth failed", "permission denied", "not authorized", "unauthorized")
 
 
 def is_remote(path: str) -> bool:
-    """True for ``root://``, ``xroot://`` and ``http(s)://`` URLs."""
-    return urllib.parse.urlsplit(path).scheme in REMOTE_SCHEMES
+    """True for ``root://``, ``xroot://`` and ``http(s)://`` URLs (any case)."""
+    return classify(path, allow_lists=False).kind == "remote"
 
 
 def resolve_files(
@@ -90,19 +90,16 @@ def resolve_files(
 
 
 def _expand(pattern: str, redirector: str | None, *, allow_lists: bool) -> list[str]:
-    if pattern.startswith("@") and allow_lists:
-        return _read_list(pattern[1:], redirector)
-    scheme = urllib.parse.urlsplit(pattern).scheme
-    if scheme in REMOTE_SCHEMES:
-        return [pattern]
-    if scheme == "file":
-        pattern = urllib.parse.urlsplit(pattern).path
-    elif scheme and len(scheme) > 1:  # one letter: a Windows drive, not a scheme
-        msg = f"unsupported URL scheme {scheme!r} in {pattern!r}; use a local path, " + ", ".join(
-            f"{s}://" for s in REMOTE_SCHEMES
-        )
+    loc = classify(pattern, allow_lists=allow_lists)  # the one reading of an entry
+    if loc.kind == "list":
+        return _read_list(loc.text, redirector)
+    if loc.kind == "remote":
+        return [loc.text]
+    if loc.kind == "dataset":
+        msg = f"{pattern!r} names an uploaded dataset; submit the spec to the service to use it"
         raise DataSourceError(msg)
-    if glob.has_magic(pattern):
+    pattern = loc.text
+    if loc.kind == "glob":
         return _glob(pattern)
     path = Path(pattern).expanduser()
     if path.is_file():
@@ -130,16 +127,23 @@ def _glob(pattern: str) -> list[str]:
 def _read_list(list_path: str, redirector: str | None) -> list[str]:
     path = Path(list_path).expanduser()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (FileNotFoundError, IsADirectoryError) as exc:
+        entries = list_entries(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
         msg = f"file list {list_path!r} cannot be read; give '@' followed by a text file"
         raise MissingFileError(msg) from exc
-    entries = [ln.split("#", 1)[0].strip() for ln in lines]
     files: list[str] = []
-    for entry in filter(None, entries):
+    for number, entry in enumerate(entries, 1):
         if not os.path.isabs(entry) and "://" not in entry and not entry.startswith("/store/"):
             entry = str(path.parent / entry)  # relative entries are relative to the list
-        files.extend(_expand(entry, redirector, allow_lists=False))
+        try:
+            files.extend(_expand(entry, redirector, allow_lists=False))
+        except DataSourceError as exc:
+            # Never the line itself: '@/etc/passwd' must not print the file's first line.
+            msg = (
+                f"entry {number} of file list {list_path!r} names no readable input; "
+                "check that line (one path, glob or URL per line)"
+            )
+            raise type(exc)(msg) from None  # the cause would quote the line
     return files
 
 

@@ -28,11 +28,12 @@ from typing import IO, Any
 import psutil
 
 from mlaas4hep.config import Settings
+from mlaas4hep.jobs import cgroups
 from mlaas4hep.jobs import limits as lim
 from mlaas4hep.jobs import progress as prog
+from mlaas4hep.jobs import sandbox as sbx
 from mlaas4hep.jobs.credentials import credentials_dir, token_env
 from mlaas4hep.jobs.layout import JobPaths, remove_tree
-from mlaas4hep.jobs.sandbox import SandboxPlan, wrap
 from mlaas4hep.jobs.store import JobRecord, LeaseLost
 
 JOB_MARKER = "MLAAS4HEP_JOB_ID"
@@ -98,18 +99,22 @@ class AttemptRunner:
         paths: JobPaths,
         settings: Settings,
         *,
-        bwrap: str | None,
+        sandbox: sbx.Sandbox,
+        slot: int = 0,
         readable: tuple[Path, ...] = (),
         heartbeat: Heartbeat,
     ) -> None:
         self.job, self.paths, self.settings = job, paths, settings
-        self.bwrap, self.readable, self.heartbeat = bwrap, readable, heartbeat
+        self.sandbox, self.slot = sandbox, slot
+        self.readable, self.heartbeat = readable, heartbeat
         self.limits = settings.limits
+        self._cgroup: cgroups.JobCgroup | None = None
         self._progress: dict[str, Any] | None = None
         self._progress_lock = threading.Lock()
         self._stop_reason: str | None = None
         self._cancelled = False
         self._lease_lost = False
+        self._oom_killed = self._pids_exhausted = False
 
     def run(self) -> AttemptOutcome:
         """Run the process; never raises for anything the job does."""
@@ -118,24 +123,36 @@ class AttemptRunner:
         remove_tree(partial)  # a leftover of a crashed earlier run of this same attempt
         partial.mkdir(parents=True)
         log = LogSink(log_path, self.limits.log_bytes)
-        sandbox = "bwrap" if self.bwrap else "none (bwrap not installed)"
+        sandbox = self.sandbox.describe()
         log.write(f"[mlaas4hep] attempt {attempt} of job {self.job.id}, sandbox: {sandbox}\n")
+        if not self.sandbox.enabled:
+            log.write(f"[mlaas4hep] WARNING: {sbx.UNSAFE_WARNING}\n")
+        name = f"job-{self.job.id}-{attempt}"
+        self._cgroup = cgroups.create(name, self.limits)
         try:
             proc = self._spawn(partial)
         except OSError as exc:
             log.close()
             remove_tree(partial)
+            self._remove_cgroup()
             return AttemptOutcome(False, f"cannot start the job command: {exc}")
         try:
             returncode = self._supervise(proc, log)
         finally:
             sweep(self.job.id, proc.pid, attempt)
+            self._remove_cgroup()
         outcome = dataclasses.replace(
             self._outcome(returncode, log, partial), progress=self._progress
         )
         log.write(f"[mlaas4hep] attempt {attempt} ended: {outcome.reason or 'succeeded'}\n")
         log.close()
         return outcome
+
+    def _remove_cgroup(self) -> None:
+        if self._cgroup is not None:
+            self._oom_killed = self._cgroup.oom_killed()
+            self._pids_exhausted = self._cgroup.pids_exhausted()
+            self._cgroup.remove()
 
     # ---- process -------------------------------------------------------------------------
 
@@ -148,30 +165,30 @@ class AttemptRunner:
             "--progress-json",
         ]
         user_code = self.settings.executor.user_code
-        if user_code == "always" or (user_code == "sandboxed" and self.bwrap):
+        if user_code == "always" or (user_code == "sandboxed" and self.sandbox.enabled):
             argv.append("--allow-user-code")
-        if self.bwrap:
-            plan = SandboxPlan(
-                writable=partial,
-                readable=(self.paths.input, credentials_dir(self.paths), *self.readable),
-                network=self.job.needs_network,
-                extra_ro=tuple(self.settings.executor.sandbox_ro_paths),
-            )
-            argv = wrap(self.bwrap, argv, plan)
         env = {k: os.environ[k] for k in _ENV_PASS if k in os.environ}
         env.update({JOB_MARKER: self.job.id, ATTEMPT_MARKER: str(self.job.attempt)})
         env.update({"PYTHONUNBUFFERED": "1", "HOME": str(partial)})
         env.update(token_env(self.paths))  # the submitter's token for XRootD, if it has one
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=partial,
-            env=env,
-            start_new_session=True,
-            preexec_fn=lim.preexec(self.limits),
+        preexec = lim.preexec(
+            self.limits,
+            own_uid=self.sandbox.uid(self.slot) is not None,
+            cgroup=self._cgroup.procs_files if self._cgroup else (),
         )
+        if not self.sandbox.enabled:
+            return _popen(argv, partial, env, preexec, ())
+        readable = (self.paths.input, credentials_dir(self.paths), *self.readable)
+        sbx.grant(self.sandbox, self.slot, partial, readable)
+        plan = sbx.SandboxPlan(
+            writable=partial,
+            readable=readable,
+            network=self.job.needs_network,
+            extra_ro=tuple(self.settings.executor.sandbox_ro_paths),
+        )
+        with sbx.seccomp_pipe() as fd:
+            argv = sbx.wrap(self.sandbox, argv, plan, slot=self.slot, seccomp_fd=fd)
+            return _popen(argv, partial, env, preexec, (fd,))
 
     def _supervise(self, proc: subprocess.Popen[bytes], log: LogSink) -> int:
         assert proc.stdout is not None
@@ -220,8 +237,17 @@ class AttemptRunner:
         if elapsed > wall:
             self._stop_reason = f"wall-clock limit {wall:g} s exceeded"
             return
+        if self._cgroup is not None:
+            # The kernel enforces both; a refused fork or an OOM kill is where a runaway
+            # job shows: stop it at once rather than let it spin until the wall clock.
+            if self._cgroup.pids_exhausted():
+                self._stop_reason = lim.process_reason(self.limits)
+            elif self._cgroup.oom_killed():
+                self._stop_reason = lim.memory_reason(self.limits)
+            if self._cgroup.memory is not None:
+                return  # exact accounting; summed RSS would count shared pages per process
         cap = self.limits.memory_bytes
-        if cap is not None:
+        if cap is not None and self._stop_reason is None:
             rss = tree_rss(proc.pid)
             if rss > cap:
                 self._stop_reason = (
@@ -262,6 +288,10 @@ class AttemptRunner:
         if self._stop_reason is not None:
             remove_tree(partial)
             return AttemptOutcome(False, self._stop_reason)
+        if returncode != 0 and (self._oom_killed or self._pids_exhausted):
+            remove_tree(partial)
+            why = lim.memory_reason if self._oom_killed else lim.process_reason
+            return AttemptOutcome(False, why(self.limits))
         if returncode == 0:
             committed = self.paths.committed(self.job.attempt)
             remove_tree(committed)
@@ -275,6 +305,26 @@ class AttemptRunner:
         if returncode < 0:
             return AttemptOutcome(False, lim.signal_reason(returncode, self.limits))
         return AttemptOutcome(False, lim.exit_reason(returncode, "".join(log.tail), self.limits))
+
+
+def _popen(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    preexec: Callable[[], None],
+    pass_fds: tuple[int, ...],
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        preexec_fn=preexec,
+        pass_fds=pass_fds,
+    )
 
 
 def tree_rss(pid: int) -> int:

@@ -6,20 +6,23 @@ with the file's path, and the sandbox lets the job read only its owner's dataset
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 
 from mlaas4hep.config import Settings
 from mlaas4hep.errors import Conflict, NotFound, PayloadTooLarge, SpecError
+from mlaas4hep.jobs.dataset_inspect import DatasetInspector
 from mlaas4hep.jobs.layout import owner_dir, remove_tree, safe_name
 from mlaas4hep.jobs.limits import fmt_bytes
 from mlaas4hep.jobs.models import DatasetRow
@@ -27,6 +30,7 @@ from mlaas4hep.jobs.store import JobStore
 
 DATASETS = cast(Table, DatasetRow.__table__)
 ROOT_MAGIC = b"root"
+SCHEMA_FILE = ".schema.json"  # beside the file; dataset names never start with a dot
 
 
 @dataclass(frozen=True)
@@ -49,12 +53,16 @@ class DatasetStore:
         self._engine = store.engine
         self._data_dir = settings.data_dir
         self.limit = settings.uploads.dataset_bytes
+        self.inspector = DatasetInspector(settings)
 
     async def upload(self, owner: str, name: str, chunks: AsyncIterator[bytes]) -> Dataset:
         """Stream *chunks* into a new dataset *name* of *owner*.
 
+        The file is parsed (its tree and branches) by a bounded, sandboxed worker before it
+        is accepted (:mod:`mlaas4hep.jobs.dataset_inspect`), never in this process.
+
         Raises:
-            SpecError: bad name, or the content is not a ROOT file.
+            SpecError: bad name, or the content is not a readable ROOT file.
             PayloadTooLarge: more than ``uploads.dataset_bytes``.
             Conflict: the owner already has a dataset of that name.
         """
@@ -71,6 +79,8 @@ class DatasetStore:
         tmp = final.with_name(f".{name}.part")
         try:
             size, digest = await self._write(tmp, chunks)
+            schema = await asyncio.to_thread(self.inspector.inspect, tmp, name)
+            _save_schema(final.parent, schema)
             os.replace(tmp, final)
             return self._insert(ds_id, owner, name, size, digest, final)
         except BaseException:
@@ -114,13 +124,36 @@ class DatasetStore:
             raise Conflict(_taken(name)) from exc
         return Dataset(path=path, **values)  # type: ignore[arg-type]
 
+    def schema(self, ds: Dataset) -> dict[str, Any]:
+        """The tree schema of *ds* (``TreeSchema.to_dict()``), from the upload's record;
+        a dataset uploaded before records existed is inspected (bounded) once.
+
+        Raises:
+            SpecError: the file is not readable as a ROOT file.
+        """
+        cached = ds.path.parent / SCHEMA_FILE
+        try:
+            loaded = json.loads(cached.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                return loaded
+        except (OSError, ValueError):
+            pass
+        schema = self.inspector.inspect(ds.path, ds.name)
+        _save_schema(ds.path.parent, schema)
+        return schema
+
     def get(self, ds_id: str, owner: str | None) -> Dataset:
         """Dataset *ds_id*; NotFound if missing or not the owner's."""
         return self._one(DatasetRow.id == ds_id, owner, repr(ds_id))
 
     def by_name(self, name: str, owner: str) -> Dataset:
-        """*owner*'s dataset called *name*; NotFound otherwise."""
-        return self._one(DatasetRow.name == name, owner, f"named {name!r}")
+        """*owner*'s dataset called *name*; NotFound otherwise.
+
+        Names are per owner: the lookup is by (owner, name), so another user's dataset of
+        the same name is never found first (no squatting).
+        """
+        cond = (DatasetRow.owner == owner) & (DatasetRow.name == name)
+        return self._one(cond, owner, f"named {name!r}")
 
     def list_datasets(self, owner: str | None) -> list[Dataset]:
         """Datasets of *owner* (everyone's for None), newest first."""
@@ -150,6 +183,12 @@ class DatasetStore:
         r = dict(m)  # type: ignore[call-overload]
         path = owner_dir(self._data_dir, r["owner"]) / r["id"] / r["name"]
         return Dataset(path=path, **r)
+
+
+def _save_schema(directory: Path, schema: dict[str, Any]) -> None:
+    tmp = directory / f".{SCHEMA_FILE}.part"
+    tmp.write_text(json.dumps(schema), encoding="utf-8")
+    os.replace(tmp, directory / SCHEMA_FILE)
 
 
 def _taken(name: str) -> str:

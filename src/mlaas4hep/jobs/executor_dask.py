@@ -44,7 +44,7 @@ from mlaas4hep.jobs.attempt import AttemptOutcome, AttemptRunner
 from mlaas4hep.jobs.dask_map import ClusterClient, connect
 from mlaas4hep.jobs.executor_local import LocalExecutor
 from mlaas4hep.jobs.layout import job_paths, owner_dir, remove_tree
-from mlaas4hep.jobs.sandbox import find_bwrap
+from mlaas4hep.jobs.sandbox import Sandbox, probe, resolve
 from mlaas4hep.jobs.store import JobRecord, JobStore, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,15 @@ class DaskExecutor(LocalExecutor):
 
     # ---- one job -------------------------------------------------------------------------
 
-    def _run(self, job: JobRecord) -> JobRecord:
+    @property
+    def sandbox(self) -> Sandbox:
+        """Jobs run on the workers; each task probes its worker's sandbox itself."""
+        return Sandbox(
+            enabled=self.settings.executor.sandbox != "none",
+            where="bwrap, probed by each task on its Dask worker",
+        )
+
+    def _run(self, job: JobRecord, slot: int = 0) -> JobRecord:
         key = attempt_key(job)
         resources = resources_for(json.loads(job.spec))
         future = self.client.submit(
@@ -267,12 +275,21 @@ def run_attempt_on_worker(job: JobRecord, settings: Settings) -> AttemptOutcome:
             worker.log_event(TOPIC, {"key": key, "progress": progress})
         return cancel.is_set()
 
+    # Each task probes the worker's sandbox (a trivial sandboxed command, ~0.1 s): a worker
+    # that cannot give it fails the attempt with the reason instead of running unsandboxed.
+    sandbox = probe(resolve(settings.executor))
+    if sandbox.error is not None:
+        return AttemptOutcome(False, f"the job sandbox is unavailable on {worker.address}: "
+                              f"{sandbox.error}")  # fmt: skip
     # The job process talks to the scheduler: it needs the network even in the sandbox.
     runner = AttemptRunner(
         dataclasses.replace(job, needs_network=True),
         paths,
         _worker_settings(settings, address),
-        bwrap=find_bwrap(settings.executor.sandbox),
+        sandbox=sandbox,
+        # Jobs on one worker host share uids by job-id hash: the per-attempt cgroup, not
+        # RLIMIT_NPROC, is then the per-job process bound.
+        slot=int(job.id[:6], 16) % 1024,
         readable=(owner_dir(settings.data_dir, job.owner),),
         heartbeat=heartbeat,
     )

@@ -5,11 +5,18 @@ Each worker thread loops: claim a queued job, run its attempt
 cancellation), record the outcome. A janitor thread expires lost leases (requeue or fail)
 and applies retention. Start-up runs recovery first, so jobs of a crashed predecessor are
 requeued before anything new is claimed.
+
+Start-up also probes the sandbox by running a trivial command in it
+(:func:`mlaas4hep.jobs.sandbox.probe`). If the host cannot give the sandbox, the executor
+claims nothing (jobs stay queued, none fails), logs why and how to fix it, and
+``/readyz`` answers 503 with the same reason. Worker thread *n* runs its jobs as slot
+*n* (its own uid when the service is root).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -21,7 +28,7 @@ from mlaas4hep.jobs.attempt import AttemptOutcome, AttemptRunner
 from mlaas4hep.jobs.deploy import publish
 from mlaas4hep.jobs.layout import job_paths, owner_dir
 from mlaas4hep.jobs.recovery import make_worker_id, purge_old, recover
-from mlaas4hep.jobs.sandbox import find_bwrap
+from mlaas4hep.jobs.sandbox import UNSAFE_WARNING, Sandbox, probe, resolve
 from mlaas4hep.jobs.states import Exited
 from mlaas4hep.jobs.store import JobRecord, JobStore, LeaseLost
 
@@ -35,20 +42,36 @@ class LocalExecutor:
     def __init__(self, store: JobStore, settings: Settings) -> None:
         self.store, self.settings = store, settings
         self.worker_id = make_worker_id()
-        self.bwrap = find_bwrap(settings.executor.sandbox)
+        self._sandbox = resolve(settings.executor)
+        self._probed = False
+        self._probe_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox jobs run in, probed on first use (``error`` set: no job runs)."""
+        with self._probe_lock:
+            if not self._probed:
+                self._sandbox = probe(self._sandbox)
+                self._probed = True
+                _log_sandbox(self._sandbox)
+            return self._sandbox
+
+    @property
     def sandboxed(self) -> bool:
         """Whether jobs run inside bwrap."""
-        return self.bwrap is not None
+        return self.sandbox.enabled and self.sandbox.ready
 
     def start(self) -> None:
-        """Recover lost jobs, then start the worker and janitor threads."""
+        """Probe the sandbox, recover lost jobs, then start the worker and janitor threads."""
+        _ = self.sandbox
         self.recover()
         workers = self.settings.executor.workers
-        targets: list[Callable[[], None]] = [self._work] * workers + [self._janitor]
+        targets: list[Callable[[], None]] = [
+            *(functools.partial(self._work, slot) for slot in range(workers)),
+            self._janitor,
+        ]
         for i, target in enumerate(targets):
             name = f"mlaas4hep-executor-{i}" if i < workers else "mlaas4hep-janitor"
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -73,19 +96,22 @@ class LocalExecutor:
         """Expire lost attempts now (see :func:`mlaas4hep.jobs.recovery.recover`)."""
         return recover(self.store, self.settings.data_dir, frozenset({self.worker_id}))
 
-    def run_once(self) -> JobRecord | None:
-        """Claim and run one job synchronously; None if the queue was empty (for tests)."""
+    def run_once(self, slot: int = 0) -> JobRecord | None:
+        """Claim and run one job synchronously in worker slot *slot*; None if the queue was
+        empty or the sandbox is unavailable (jobs then stay queued)."""
+        if not self.sandbox.ready:
+            return None
         job = self.store.claim(self.worker_id, self.settings.executor.lease_s)
         if job is None:
             return None
-        return self._run(job)
+        return self._run(job, slot)
 
     # ---- threads -------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, slot: int = 0) -> None:
         while not self._stop.is_set():
             try:
-                done = self.run_once()
+                done = self.run_once(slot)
             except Exception:  # a database hiccup must not kill the pool thread
                 log.exception("executor %s: claim/run failed; retrying", self.worker_id)
                 done = None
@@ -110,13 +136,14 @@ class LocalExecutor:
 
     # ---- one job -------------------------------------------------------------------------
 
-    def _run(self, job: JobRecord) -> JobRecord:
+    def _run(self, job: JobRecord, slot: int = 0) -> JobRecord:
         paths = job_paths(self.settings.data_dir, job.id)
         runner = AttemptRunner(
             job,
             paths,
             self.settings,
-            bwrap=self.bwrap,
+            sandbox=self.sandbox,
+            slot=slot,
             readable=(owner_dir(self.settings.data_dir, job.owner),),
             heartbeat=lambda progress, pgid: self._heartbeat(job, progress, pgid),
         )
@@ -170,3 +197,13 @@ class LocalExecutor:
         except Mlaas4hepError:
             log.exception("job %s: cannot record the outcome", job.id)
             return job
+
+
+def _log_sandbox(sandbox: Sandbox) -> None:
+    if sandbox.error is not None:
+        log.error("jobs will NOT run (they stay queued): the job sandbox is unavailable: %s",
+                  sandbox.error)  # fmt: skip
+    elif not sandbox.enabled:
+        log.warning(UNSAFE_WARNING)
+    else:
+        log.info("job sandbox: %s", sandbox.describe())

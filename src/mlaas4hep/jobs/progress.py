@@ -7,9 +7,11 @@ Only known keys with the right types are kept, so a job cannot store arbitrary d
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
+
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import PayloadTooLarge
 
 _KEYS: dict[str, tuple[type, ...]] = {
     "phase": (str,),
@@ -21,6 +23,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
 }
 _MAX_METRICS = 32
 _MAX_TEXT = 200
+_MAX_LINE = 64 * 1024
 
 
 def parse_line(line: str) -> dict[str, Any] | None:
@@ -28,9 +31,9 @@ def parse_line(line: str) -> dict[str, Any] | None:
     line = line.strip()
     if not line.startswith("{"):
         return None
-    try:
-        obj = json.loads(line)
-    except ValueError:
+    try:  # the job wrote it: a deep or huge line is log text, never a RecursionError
+        obj = load_json(line, what="a progress line", limit=_MAX_LINE)
+    except (ValueError, PayloadTooLarge):
         return None
     if not isinstance(obj, dict):
         return None

@@ -6,21 +6,21 @@ Routes validate the request shape, call one method here and map the result; this
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import posixpath
 import tarfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mlaas4hep.config import Settings
+from mlaas4hep.documents import load_yaml
 from mlaas4hep.errors import NotFound, PayloadTooLarge, SpecError
 from mlaas4hep.jobs.credentials import store_token
 from mlaas4hep.jobs.datasets import DatasetStore
@@ -28,19 +28,20 @@ from mlaas4hep.jobs.layout import JobPaths, job_paths, remove_tree, safe_name
 from mlaas4hep.jobs.limits import fmt_bytes
 from mlaas4hep.jobs.states import Decision, State
 from mlaas4hep.jobs.store import JobRecord, JobStore, NewJob
+from mlaas4hep.spec import PipelineSpec, validate_spec
 
-#: Validates a parsed spec and returns its normalised form (raises SpecError).
-SpecValidator = Callable[[dict[str, Any]], dict[str, Any]]
-DATASET_PREFIX = "dataset:"
+if TYPE_CHECKING:  # the policy imports this module; it builds what submit() takes
+    from mlaas4hep.jobs.policy import Submission
+
+#: Validates a parsed spec (raises SpecError): the typed ``PipelineSpec``. A test
+#: stand-in may return a mapping instead (a document the fake job reads, not a pipeline).
+SpecValidator = Callable[[dict[str, Any]], "PipelineSpec | dict[str, Any]"]
 BUNDLE = "bundle.tar.gz"
-_REMOTE = ("root://", "http://", "https://")
 
 
-def pipeline_validator(doc: dict[str, Any]) -> dict[str, Any]:
+def pipeline_validator(doc: dict[str, Any]) -> PipelineSpec:
     """The default validator: the pipeline spec of :mod:`mlaas4hep.spec`."""
-    from mlaas4hep.spec import validate_spec
-
-    return validate_spec(doc).model_dump(mode="json")
+    return validate_spec(doc)
 
 
 def parse_spec(body: bytes, limit: int) -> dict[str, Any]:
@@ -48,18 +49,13 @@ def parse_spec(body: bytes, limit: int) -> dict[str, Any]:
 
     Raises:
         PayloadTooLarge: more than *limit* bytes.
-        SpecError: not UTF-8, not YAML/JSON, or not a mapping.
+        SpecError: not UTF-8, not YAML/JSON, not a mapping, or refused by
+            :mod:`mlaas4hep.documents` (anchors/aliases, nesting deeper than 64).
     """
     if len(body) > limit:
         msg = f"the spec is {fmt_bytes(len(body))}; the limit is {fmt_bytes(limit)}"
         raise PayloadTooLarge(msg)
-    try:
-        doc = yaml.safe_load(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SpecError("the spec is not UTF-8 text; send YAML or JSON") from exc
-    except yaml.YAMLError as exc:
-        msg = f"the spec is not valid YAML/JSON: {exc}"
-        raise SpecError(msg) from exc
+    doc = load_yaml(body, what="the spec", limit=limit)
     if not isinstance(doc, dict):
         msg = f"a pipeline spec is a mapping (name:, data:, ...), got {type(doc).__name__}"
         raise SpecError(msg)
@@ -99,52 +95,43 @@ class JobService:
 
     def submit(
         self,
-        owner: str,
-        doc: dict[str, Any],
-        files: Sequence[UserFile] = (),
+        submission: Submission,
         idempotency_key: str | None = None,
         *,
         token: str | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Validate and queue a job; returns ``(job, created)`` (False for a replay).
+        """Queue a job that passed the submission policy; ``(job, created)`` (False: a replay).
 
-        ``token``: the submitter's bearer token, kept for the job's remote reads (see
-        ``jobs.credentials``); pass it only when ``credentials.wants_token`` says so.
+        *submission* comes from :func:`mlaas4hep.jobs.policy.authorize`, the one place that
+        decides what may run. ``token``: the submitter's bearer token, kept for the job's
+        remote reads (see ``jobs.credentials``); pass it only when
+        ``credentials.wants_token`` says so.
 
         Raises:
-            SpecError: invalid spec, file names or dataset references.
-            PayloadTooLarge: too many or too large files.
             IdempotencyKeyReused: the key was used for a different request.
         """
-        self._check_files(files)
-        digest = _request_hash(doc, files)
         new = NewJob(
-            owner=owner,
+            owner=submission.owner,
             name="",
             spec="",
-            request_hash=digest,
+            request_hash=submission.request_hash,
             idempotency_key=idempotency_key,
             max_attempts=self.settings.executor.max_attempts,
         )
         earlier = self.store.replay(new)
         if earlier is not None:
             return earlier, False
-        spec = self.validator(self._resolve_datasets(doc, owner))
-        job_id = uuid.uuid4().hex
-        paths = job_paths(self.settings.data_dir, job_id)
-        spec = _module_in_input(spec, paths, files)
-        self._write_input(paths, spec, files)
+        paths = job_paths(self.settings.data_dir, submission.job_id)
+        spec = _module_in_input(submission.document, paths, submission.files)
+        self._write_input(paths, spec, submission.files)
         if token:
             store_token(paths, token)
-        new = NewJob(
-            owner=owner,
+        new = dataclasses.replace(
+            new,
             name=str(spec.get("name", "job"))[:256],
             spec=json.dumps(spec),
-            request_hash=digest,
-            idempotency_key=idempotency_key,
-            needs_network=needs_network(spec),
-            max_attempts=self.settings.executor.max_attempts,
-            job_id=job_id,
+            needs_network=submission.needs_network,
+            job_id=submission.job_id,
         )
         try:
             job, created = self.store.create(new)
@@ -155,7 +142,13 @@ class JobService:
             remove_tree(paths.root)
         return job, created
 
-    def _check_files(self, files: Sequence[UserFile]) -> None:
+    def check_files(self, files: Sequence[UserFile]) -> None:
+        """Refuse too many or too large files, or bad or repeated names.
+
+        Raises:
+            PayloadTooLarge: over ``uploads.job_files`` / ``uploads.job_files_bytes``.
+            SpecError: a bad, repeated or reserved (``pipeline.yaml``) name.
+        """
         limits = self.settings.uploads
         if len(files) > limits.job_files:
             msg = f"{len(files)} files sent with the job; the limit is {limits.job_files}"
@@ -169,25 +162,6 @@ class JobService:
         if len(set(names)) != len(names) or "pipeline.yaml" in names:
             msg = f"file names must be unique and not 'pipeline.yaml'; got {names!r}"
             raise SpecError(msg)
-
-    def _resolve_datasets(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
-        doc = json.loads(json.dumps(doc))  # a deep copy; the caller's dict stays as sent
-        data = doc.get("data")
-        entries = data.get("datasets") if isinstance(data, dict) else None
-        for entry in entries if isinstance(entries, list) else []:
-            files = entry.get("files") if isinstance(entry, dict) else None
-            if isinstance(files, list):
-                entry["files"] = [self._resolve_one(f, owner) for f in files]
-        return doc
-
-    def _resolve_one(self, item: Any, owner: str) -> Any:
-        if not isinstance(item, str) or not item.startswith(DATASET_PREFIX):
-            return item
-        try:
-            return str(self.datasets.by_name(item[len(DATASET_PREFIX) :], owner).path)
-        except NotFound as exc:
-            msg = f"the spec names {item!r}, but you have no dataset of that name; upload it first"
-            raise SpecError(msg) from exc
 
     def _write_input(
         self, paths: JobPaths, spec: dict[str, Any], files: Sequence[UserFile]
@@ -283,56 +257,11 @@ class JobService:
         remove_tree(job_paths(self.settings.data_dir, job.id).root)
 
 
-def needs_network(spec: dict[str, Any]) -> bool:
-    """Whether the spec reads remote data (the sandbox then keeps the network)."""
-    data = spec.get("data") or {}
-    if data.get("redirector") or data.get("xrootd_proxy"):
-        return True
-    for entry in data.get("datasets") or []:
-        for f in entry.get("files") or []:
-            if isinstance(f, str) and f.startswith(_REMOTE):
-                return True
-    return False
-
-
-def input_paths(spec: dict[str, Any]) -> list[str]:
-    """The data paths a spec reads, normalised, for ``storage.read:<path>`` checks.
-
-    Local absolute paths as they are, ``root://host//store/x`` and ``https://host/x`` by
-    their path; ``dataset:`` references are the caller's own uploads and are not listed.
-    Relative paths stay inside the job's own directory; one that climbs out (``..``) is
-    returned as is, and no scope ever grants it.
-    """
-    data = spec.get("data")
-    if not isinstance(data, dict):
-        return []
-    out: list[str] = []
-    for entry in data.get("datasets") or []:
-        files = entry.get("files") if isinstance(entry, dict) else None
-        for item in files if isinstance(files, list) else []:
-            path = _input_path(item)
-            if path is not None:
-                out.append(path)
-    return out
-
-
 def deployed_model(spec: dict[str, Any]) -> str | None:
     """The model name a (not yet validated) spec publishes to, for the scope check."""
     deploy = spec.get("deploy")
     name = deploy.get("name") if isinstance(deploy, dict) else None
     return name if isinstance(name, str) and name else None
-
-
-def _input_path(item: Any) -> str | None:
-    if not isinstance(item, str) or item.startswith(DATASET_PREFIX):
-        return None
-    if item.startswith(_REMOTE):
-        return "/" + posixpath.normpath(urlsplit(item).path).lstrip("/")
-    text = item.removeprefix("@")
-    if text.startswith("/"):
-        return "/" + posixpath.normpath(text).lstrip("/")
-    parts = PurePosixPath(text).parts
-    return text if ".." in parts else None
 
 
 def _module_in_input(
@@ -352,7 +281,8 @@ def _module_in_input(
     return {**spec, "model": {**model, "module": str(paths.input / module.name)}}
 
 
-def _request_hash(doc: dict[str, Any], files: Sequence[UserFile]) -> str:
+def request_hash(doc: dict[str, Any], files: Sequence[UserFile]) -> str:
+    """The identity of a submission request (spec as sent, and its files), for replays."""
     body = {
         "spec": doc,
         "files": {f.name: hashlib.sha256(f.data).hexdigest() for f in files},

@@ -11,6 +11,7 @@ BYTES tensors are not supported (the served models take numbers).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mlaas4hep.errors import SpecError
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import DocumentError, SpecError
 from mlaas4hep.serve.errors import InvalidInput
 from mlaas4hep.serve.metadata import NUMPY_TO_V2, numpy_dtype
 
 Array = np.ndarray[Any, Any]
+#: A tensor never has more elements or dimensions than this (requests are capped well
+#: below 2**31 bytes anyway; the caps keep the arithmetic and numpy's reshape safe).
+MAX_ELEMENTS = 2**31
+MAX_RANK = 32
 
 
 @dataclass(frozen=True)
@@ -82,12 +88,9 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
 
 def _load_json(data: bytes) -> dict[str, Any]:
     try:
-        header = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        msg = (
-            f"the request is not valid JSON ({exc}); with binary tensors, set "
-            f"Inference-Header-Content-Length to the JSON length"
-        )
+        header = load_json(data, what="the request", limit=len(data))
+    except DocumentError as exc:
+        msg = f"{exc}; with binary tensors, set Inference-Header-Content-Length to the JSON length"
         raise InvalidInput(msg) from exc
     if not isinstance(header, dict):
         msg = f"the request must be a JSON object, got {type(header).__name__}"
@@ -108,7 +111,7 @@ def _decode_input(raw: Any, body: bytes, offset: int) -> tuple[str, str, Array, 
         dtype = numpy_dtype(str(datatype))
     except SpecError as exc:
         raise InvalidInput(f"input {name!r}: {exc}") from exc
-    count = int(np.prod(shape, dtype=np.int64))
+    count = _element_count(name, shape)
     params = raw.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
@@ -116,6 +119,22 @@ def _decode_input(raw: Any, body: bytes, offset: int) -> tuple[str, str, Array, 
     else:
         array = _json_tensor(name, raw.get("data"), dtype, count)
     return name, str(datatype), array.reshape(shape), offset
+
+
+def _element_count(name: str, shape: list[int]) -> int:
+    # Python integers: np.prod in int64 wraps around for [2**62, 4] and the check below
+    # would compare against a nonsense count.
+    if len(shape) > MAX_RANK:
+        msg = f"input {name!r}: shape has {len(shape)} dimensions; the limit is {MAX_RANK}"
+        raise InvalidInput(msg)
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        msg = (
+            f"input {name!r}: shape {shape!r} has more than {MAX_ELEMENTS} elements; "
+            f"split the request into smaller batches"
+        )
+        raise InvalidInput(msg)
+    return count
 
 
 def _binary_tensor(

@@ -3,8 +3,10 @@
 ``DataPlane`` answers the V2 protocol (server/model metadata, readiness, inference,
 repository index/load/unload) and the legacy TFaaS calls. It checks per-model permission
 through the injected ``authorize(principal, action, model_name) -> bool`` (actions:
-``infer``, ``read``, ``create``, ``modify``), validates requests against the model's
-metadata before they are queued, and records metrics. It never sees a Request object.
+``infer``, ``read``, ``create``, ``modify``: the scopes) and then the model's owner
+record (``serve/ownership.py``: owner, shared groups, admins), validates requests against
+the model's metadata before they are queued, and records metrics. It never sees a
+Request object.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from mlaas4hep.serve.errors import InvalidInput, Overloaded
 from mlaas4hep.serve.manager import LoadedVersion, ModelManager
 from mlaas4hep.serve.metadata import TensorSpec
 from mlaas4hep.serve.metrics import InferenceMetrics
+from mlaas4hep.serve.ownership import ModelOwners
+from mlaas4hep.serve.repository import MODEL_NAME as _NAME
 
 Authorize = Callable[[Principal, str, str], bool]
 EXTENSIONS = ("binary_tensor_data", "model_repository", "metrics")
@@ -56,6 +60,7 @@ class DataPlane:
         self.metrics = metrics
         self._authorize = authorize
         self._server_name = server_name
+        self.owners = ModelOwners(manager.repository.root)
 
     # ---- server -------------------------------------------------------------------------
 
@@ -73,10 +78,18 @@ class DataPlane:
 
     def can(self, principal: Principal, action: str, name: str) -> bool:
         """Whether *principal* may do *action* (infer, read, create, modify) on *name*."""
-        return self._authorize(principal, action, name)
+        if not self._authorize(principal, action, name):
+            return False
+        record = self.owners.record(name) if _NAME.fullmatch(name) else None
+        return record is None or record.allows(principal, action)
 
     def check(self, principal: Principal, action: str, name: str) -> None:
-        """Raise PermissionDenied unless *principal* may do *action* on model *name*."""
+        """Raise PermissionDenied unless *principal* may do *action* on model *name*.
+
+        Scopes first, then ownership; both before the model is looked up, so the answer
+        is a 403 whether or not the model is loaded (model names are one namespace
+        shared by all users, like S3 bucket names: their existence is not a secret).
+        """
         if not self._authorize(principal, action, name):
             who = principal.name or principal.subject
             msg = (
@@ -84,6 +97,8 @@ class DataPlane:
                 "; ask its owner to share it"
             )
             raise PermissionDenied(msg)
+        if _NAME.fullmatch(name):
+            self.owners.check(principal, action, name)
 
     def model_metadata(
         self, principal: Principal, name: str, version: str | None
@@ -178,7 +193,7 @@ class DataPlane:
         return [
             {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
             for e in await self.manager.index()
-            if self._authorize(principal, "read", e.name)
+            if self.can(principal, "read", e.name)
         ]
 
     async def load(self, principal: Principal, name: str) -> None:

@@ -1,10 +1,14 @@
 """Putting models into the repository: uploads (files or a tarball) and deletion.
 
-An upload is unpacked into a temporary directory, checked by loading it with ONNX Runtime
-(a broken model is refused with 400 before it reaches the repository), published as the
-next version (atomic rename) and loaded, so it serves when the call returns. Jobs with
-``deploy:`` publish the same way through ``ModelRepository.publish``; the repository poll
-then picks the new version up.
+An upload is unpacked into a temporary directory; its artifact files are copied into the
+repository's staging area without following links (``serve/intake.py``), refused if the
+model references external files, checked by loading the copy with ONNX Runtime (a broken
+model is refused with 400 before it reaches the repository), published as the next
+version (atomic rename) and loaded, so it serves when the call returns. The first publish
+under a name records the caller as its owner (``serve/ownership.py``); later versions,
+deletion and load/unload need modify rights on that record. Jobs with ``deploy:`` publish
+the same way through ``ModelRepository.publish``; the repository poll then picks the new
+version up.
 """
 
 from __future__ import annotations
@@ -12,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO
 
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import SpecError
+from mlaas4hep.errors import PermissionDenied, SpecError
 from mlaas4hep.serve.archive import ArchiveLimits, extract_tar
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.metadata import METADATA_FILE, MODEL_FILE
+from mlaas4hep.serve.ownership import OwnerRecord, denied_message, parse_sharing
 from mlaas4hep.serve.repository import ModelRepository, check_model_name
 from mlaas4hep.serve.runtime import OnnxModel
 
@@ -37,21 +42,28 @@ class Deployer:
         return self._plane.manager.repository
 
     async def upload_tarball(
-        self, principal: Principal, name: str | None, fileobj: IO[bytes]
+        self, principal: Principal, name: str | None, fileobj: IO[bytes], share: str | None = None
     ) -> tuple[str, int]:
         """Publish a tar(.gz) of a model directory; return (name, version).
 
         The archive holds ``model.onnx`` (and optionally ``metadata.json``) at its root or
         in one top-level directory, whose name is the model name when *name* is None.
+        *share* (``"/group:read,/other:modify"``) sets the model's group sharing.
         """
         with tempfile.TemporaryDirectory(prefix="mlaas4hep-upload-") as tmp:
             root = Path(tmp)
             await asyncio.to_thread(extract_tar, fileobj, root, self._limits)
             model_dir, default_name = _find_model_dir(root)
-            return await self._publish(principal, name or default_name, model_dir)
+            rel = model_dir.relative_to(root)
+            return await self._publish(principal, name or default_name, root, rel, share)
 
     async def upload_files(
-        self, principal: Principal, name: str, model: IO[bytes], metadata: IO[bytes] | None
+        self,
+        principal: Principal,
+        name: str,
+        model: IO[bytes],
+        metadata: IO[bytes] | None,
+        share: str | None = None,
     ) -> tuple[str, int]:
         """Publish an ONNX file (and optional metadata.json); return (name, version)."""
         with tempfile.TemporaryDirectory(prefix="mlaas4hep-upload-") as tmp:
@@ -59,14 +71,21 @@ class Deployer:
             await asyncio.to_thread(_save, model, root / MODEL_FILE)
             if metadata is not None:
                 await asyncio.to_thread(_save, metadata, root / METADATA_FILE)
-            return await self._publish(principal, name, root)
+            return await self._publish(principal, name, root, PurePath(), share)
 
     async def publish_directory(
         self, principal: Principal, name: str, source: Path
     ) -> tuple[str, int]:
         """Publish a model directory (a job's result bundle) as the next version of *name*,
-        checked and loaded exactly like an upload; return (name, version)."""
-        return await self._publish(principal, name, source)
+        checked and loaded exactly like an upload; return (name, version).
+
+        *source* is absolute and is walked from ``/`` without following any link (the
+        UI passes the resolved result directory of the caller's job).
+        """
+        if not source.is_absolute():
+            msg = f"publish_directory needs an absolute directory, got {str(source)!r}"
+            raise SpecError(msg)
+        return await self._publish(principal, name, Path("/"), source.relative_to("/"), None)
 
     async def delete(self, principal: Principal, name: str) -> None:
         """Remove a model (all versions) from the repository and from service."""
@@ -75,23 +94,55 @@ class Deployer:
         await self._plane.manager.sync(name)
 
     async def _publish(
-        self, principal: Principal, name: str | None, source: Path
+        self, principal: Principal, name: str | None, base: Path, rel: PurePath, share: str | None
     ) -> tuple[str, int]:
         if not name:
             msg = "the upload names no model; pass name=... (form field or query parameter)"
             raise SpecError(msg)
         check_model_name(name)
-        exists = bool(await asyncio.to_thread(self._repo.versions, name))
-        self._plane.check(principal, "modify" if exists else "create", name)
+        groups = parse_sharing(share) if share is not None else None
+        owners = self._plane.owners
+        record = await asyncio.to_thread(owners.record, name)
+        # Scopes and ownership before any byte is copied: bob learns nothing by trying.
+        self._plane.check(principal, "create" if record is None else "modify", name)
+        if groups is not None and record is not None and not _may_share(principal, record):
+            msg = f"only the owner of model {name!r} (or an admin) changes its sharing"
+            raise PermissionDenied(msg)
+        staged = await asyncio.to_thread(self._stage, base, rel)
         try:
-            await asyncio.to_thread(OnnxModel, source, self._threads)  # refuse broken models now
-        except SpecError as exc:
-            # The upload's temporary directory is the server's business, not the caller's.
-            msg = str(exc).replace(str(source), "<upload>")
-            raise SpecError(f"the uploaded model cannot be served: {msg}") from exc
-        version = await asyncio.to_thread(self._repo.publish, name, source)
+            if record is None:  # first publish: the name is claimed now (first one wins)
+                record = await asyncio.to_thread(
+                    owners.claim, name, principal.key, principal.name, groups or ()
+                )
+                if not record.allows(principal, "modify"):
+                    raise PermissionDenied(denied_message(name, "modify", record))
+            elif groups is not None:
+                record = await asyncio.to_thread(owners.share, name, groups)
+            expect = None if record.legacy else record.owner
+            version = await asyncio.to_thread(self._repo.commit, name, staged, None, expect)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staged, True)
         await self._plane.manager.load(name)
         return name, version
+
+    def _stage(self, base: Path, rel: PurePath) -> Path:
+        """Copy the hostile directory in (serve/intake.py) and load the copy once."""
+        staged = self._repo.stage(base, rel)
+        try:
+            OnnxModel(staged, self._threads)  # refuse broken models now
+        except SpecError as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            # The staging directory is the server's business, not the caller's.
+            msg = str(exc).replace(str(staged), "<upload>")
+            raise SpecError(f"the uploaded model cannot be served: {msg}") from exc
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return staged
+
+
+def _may_share(principal: Principal, record: OwnerRecord) -> bool:
+    return principal.is_admin or (not record.legacy and principal.key == record.owner)
 
 
 def _find_model_dir(root: Path) -> tuple[Path, str | None]:

@@ -1,8 +1,10 @@
-"""What the inference routes share: the error table, the auth dependency, capped bodies.
+"""What the inference routes share: error responses, the auth dependency, capped bodies.
 
 Errors on these routes are ``{"error": "..."}`` (the V2 protocol's shape) whatever app
 includes the router: ``ErrorRoute`` maps them itself instead of relying on app-wide
-exception handlers.
+exception handlers. The status of each error comes from the one table both APIs use
+(:mod:`mlaas4hep.http_status`). Token checks that are not a cache hit run in a worker
+thread, so a slow issuer never stalls the event loop.
 """
 
 from __future__ import annotations
@@ -12,36 +14,20 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import (
-    AuthError,
-    Conflict,
-    Mlaas4hepError,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-)
-from mlaas4hep.serve.errors import Overloaded
+from mlaas4hep.errors import Mlaas4hepError, PayloadTooLarge
+from mlaas4hep.http_status import http_status
 
 log = logging.getLogger(__name__)
 
 Authenticate = Callable[[str | None, str | None], Principal]
 PrincipalDependency = Callable[[Request], Awaitable[Principal]]
-
-# Most specific first: PermissionDenied is an AuthError.
-STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (PermissionDenied, 403),
-    (AuthError, 401),
-    (NotFound, 404),
-    (Conflict, 409),
-    (PayloadTooLarge, 413),
-    (Overloaded, 503),
-)
 
 
 class JSONBytes(Response):
@@ -61,12 +47,10 @@ def error_response(exc: Exception) -> Response:
     if not isinstance(exc, Mlaas4hepError):
         log.exception("unexpected error in an inference route", exc_info=exc)
         return json_response({"error": "internal error; see the server log"}, 500)
-    status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
-    response = json_response({"error": str(exc)}, status)
-    if status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    # The job API's table, so both APIs answer a domain error with the same status.
+    answer = http_status(exc)
+    response = json_response({"error": str(exc)}, answer.status)
+    response.headers.update(answer.headers)
     return response
 
 
@@ -101,6 +85,11 @@ class AuthCache:
         self._max = max_entries
         self._entries: dict[tuple[str | None, str | None], tuple[float, Principal]] = {}
 
+    def cached(self, header: str | None, peer: str | None) -> Principal | None:
+        """The cached principal for these credentials, or None (never authenticates)."""
+        hit = self._entries.get((header, peer))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def __call__(self, header: str | None, peer: str | None) -> Principal:
         key = (header, peer)
         now = time.monotonic()
@@ -110,7 +99,7 @@ class AuthCache:
         principal = self._authenticate(header, peer)
         if len(self._entries) >= self._max:
             for old in list(self._entries)[: self._max // 4]:
-                del self._entries[old]
+                self._entries.pop(old, None)  # another thread may have dropped it
         self._entries[key] = (now + self._ttl, principal)
         return principal
 
@@ -119,9 +108,14 @@ def principal_dependency(authenticate: Authenticate) -> PrincipalDependency:
     """The one FastAPI dependency that turns the Authorization header into a Principal."""
 
     async def current_principal(request: Request) -> Principal:
-        # Called inline: token checks are CPU-only (JWKS refreshes are rare and cached).
         client = request.client
-        return authenticate(request.headers.get("authorization"), client.host if client else None)
+        header, peer = request.headers.get("authorization"), client.host if client else None
+        if isinstance(authenticate, AuthCache):
+            hit = authenticate.cached(header, peer)
+            if hit is not None:  # the hot path: a dict lookup, fine on the event loop
+                return hit
+        # A miss may verify a signature or wait for the issuer's keys: never on the loop.
+        return await anyio.to_thread.run_sync(authenticate, header, peer)
 
     return current_principal
 

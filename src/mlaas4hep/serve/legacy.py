@@ -16,6 +16,8 @@ import numpy as np
 import orjson
 
 from mlaas4hep.auth.principal import Principal
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import DocumentError
 from mlaas4hep.serve.codec import Array
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.errors import InvalidInput
@@ -59,9 +61,9 @@ def models(plane: DataPlane, principal: Principal) -> list[dict[str, Any]] | Non
 
 def _parse(body: bytes) -> tuple[str, list[str], Any]:
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        msg = f'the body is not JSON ({exc}); send {{"keys": [...], "values": [...], "model": ...}}'
+        doc = load_json(body, what="the body", limit=len(body))
+    except DocumentError as exc:
+        msg = f'{exc}; send {{"keys": [...], "values": [...], "model": ...}}'
         raise InvalidInput(msg) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
         msg = 'the body needs "model" (a name) and "values" (a row or a list of rows)'

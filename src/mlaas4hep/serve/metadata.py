@@ -20,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from mlaas4hep.errors import SpecError
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import DocumentError, PayloadTooLarge, SpecError
 
 FORMAT = "mlaas4hep-model/1"
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+#: metadata.json comes from users (uploads, jobs): parsed with size and depth caps.
+MAX_METADATA_BYTES = 1024 * 1024
 # What a published version keeps of a bundle (checkpoints, plots, ... stay behind).
 ARTIFACT_FILES = (
     MODEL_FILE,
@@ -163,8 +166,8 @@ def read_metadata(version_dir: Path) -> ModelMetadata | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = load_json(path.read_bytes(), what=repr(str(path)), limit=MAX_METADATA_BYTES)
+    except (OSError, DocumentError, PayloadTooLarge) as exc:
         msg = f"cannot read {str(path)!r}: {exc}; write it as UTF-8 JSON (see docs/inference.md)"
         raise SpecError(msg) from exc
     if not isinstance(data, dict):

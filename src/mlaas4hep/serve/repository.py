@@ -3,12 +3,14 @@
 Layout::
 
     <repo>/<model>/config.json          optional: version policy, batching (see below)
+    <repo>/<model>/owner.json           owner and sharing (serve/ownership.py)
     <repo>/<model>/<version>/model.onnx
     <repo>/<model>/<version>/metadata.json
 
-Versions are positive integers. A version directory appears atomically: publishers build
-it under a hidden ``.tmp-*`` name and rename it into place, so a poller never sees half a
-model. ``config.json``::
+Versions are positive integers. A version directory appears atomically: publishers copy
+the artifact files (without following links: serve/intake.py) into a hidden
+``<repo>/.staging-*`` directory, check them, and rename it into place, so a poller never
+sees half a model. ``config.json``::
 
     {"version_policy": {"latest": 2} | {"all": {}} | {"specific": [1, 3]},
      "batching": {"max_batch_size": 1024, "max_queue_delay_ms": 0, "max_queue_size": 1024}}
@@ -24,21 +26,25 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from mlaas4hep.errors import Conflict, NotFound, SpecError, closest
-from mlaas4hep.serve.metadata import ARTIFACT_FILES, MODEL_FILE
+from mlaas4hep.serve.intake import IntakeLimits, copy_artifacts, read_regular
+from mlaas4hep.serve.metadata import MODEL_FILE
+from mlaas4hep.serve.onnx_check import check_self_contained
+from mlaas4hep.serve.ownership import ModelOwners
 from mlaas4hep.serve.settings import BatchPolicy
 
 CONFIG_FILE = "config.json"
 _PUBLISH_RETRIES = 50
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_HERE = PurePath()
+_NAME = MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(?<!\.)")
 
 
 def check_model_name(name: str) -> str:
     """Return *name* if it is a valid model name, else raise SpecError saying the rule."""
-    if not _NAME.match(name) or name.endswith("."):
+    if not _NAME.fullmatch(name):
         msg = (
             f"invalid model name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
             f"starting with a letter or digit"
@@ -98,17 +104,24 @@ class ModelConfig:
 class ModelRepository:
     """Read and write the on-disk repository. Knows nothing of sessions or HTTP."""
 
-    def __init__(self, root: Path, default_policy: VersionPolicy, batching: BatchPolicy) -> None:
+    def __init__(
+        self,
+        root: Path,
+        default_policy: VersionPolicy,
+        batching: BatchPolicy,
+        intake: IntakeLimits | None = None,
+    ) -> None:
         self.root = root
         self._default_policy = default_policy
         self._batching = batching
+        self._intake = intake or IntakeLimits()
         root.mkdir(parents=True, exist_ok=True)
 
     def model_names(self) -> list[str]:
         """Names of the models that have at least one version directory."""
         names = []
         for path in sorted(self.root.iterdir()):
-            if path.is_dir() and _NAME.match(path.name) and self.versions(path.name):
+            if path.is_dir() and _NAME.fullmatch(path.name) and self.versions(path.name):
                 names.append(path.name)
         return names
 
@@ -152,28 +165,65 @@ class ModelRepository:
             policy = VersionPolicy.from_json(data["version_policy"], str(path))
         return ModelConfig(policy, _batching_from(data.get("batching", {}), self._batching, path))
 
-    def publish(self, name: str, source: Path, version: int | None = None) -> int:
-        """Copy a model directory in as a new version (next number if None); return it.
+    def publish(
+        self,
+        name: str,
+        base: Path,
+        rel: PurePath = _HERE,
+        version: int | None = None,
+        expect_owner: str | None = None,
+    ) -> int:
+        """Copy the model directory ``base/rel`` in as a new version; return its number.
 
-        Only the artifact files are copied (``model.onnx``, ``metadata.json``,
-        ``metrics.json``, ``features.json``, ``spec.yaml``, ``README.md``), so a training
-        bundle can be published as it is, without its checkpoints. The copy is built
-        under a hidden temporary name and renamed into place, so readers never see a
-        partial version. Raises Conflict if *version* already exists.
+        ``stage`` then ``commit`` (see both). Raises UnsafeModelFiles/SpecError for a
+        directory or model that cannot be published, Conflict if *version* exists or
+        the owner changed, PermissionDenied never (the caller checks rights first).
         """
-        if not (source / MODEL_FILE).is_file():
-            msg = f"{str(source)!r} has no {MODEL_FILE}; a model version needs one"
-            raise SpecError(msg)
+        staged = self.stage(base, rel)
+        try:
+            return self.commit(name, staged, version, expect_owner)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+    def stage(self, base: Path, rel: PurePath = _HERE) -> Path:
+        """Copy ``base/rel``'s artifact files into a hidden directory of the repository.
+
+        The source is hostile (a job wrote it): see :mod:`mlaas4hep.serve.intake` for the
+        rules (no links anywhere below *base*, regular single-link files, allow-listed
+        names, size caps). The copied ``model.onnx`` must reference no external file
+        (:mod:`mlaas4hep.serve.onnx_check`). The caller removes the directory.
+        """
+        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            copy_artifacts(base, rel, tmp, self._intake)
+            model = read_regular(tmp / MODEL_FILE, self._intake.max_model_bytes)
+            check_self_contained(model, f"the model ({MODEL_FILE})")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp
+
+    def commit(
+        self, name: str, staged: Path, version: int | None = None, expect_owner: str | None = None
+    ) -> int:
+        """Rename a staged directory in as a version of *name* (next number if None).
+
+        *expect_owner*: the owner key the caller's rights were checked against; if the
+        model's record names someone else now (deleted and re-claimed meanwhile), the
+        publish is refused with Conflict. The rename is atomic: readers never see a
+        partial version.
+        """
         model_dir = self.root / check_model_name(name)
         model_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
-        try:
-            for artifact in ARTIFACT_FILES:
-                if (source / artifact).is_file():
-                    shutil.copy2(source / artifact, tmp / artifact)
-            return self._rename_in(name, tmp, version)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if expect_owner is not None:
+            self._check_owner(name, expect_owner)
+        return self._rename_in(name, staged, version)
+
+    def _check_owner(self, name: str, expected: str) -> None:
+        record = ModelOwners(self.root).record(name)
+        if record is None or record.legacy or record.owner != expected:
+            msg = f"model {name!r} changed owner while it was being published; publish again"
+            raise Conflict(msg)
 
     def _rename_in(self, name: str, tmp: Path, version: int | None) -> int:
         # Several replicas may publish into one shared repository at once: the rename is
@@ -182,7 +232,7 @@ class ModelRepository:
         number = 0
         for _ in range(_PUBLISH_RETRIES):
             number = version if version is not None else max([number, *self.versions(name)]) + 1
-            target = tmp.parent / str(number)
+            target = self.root / name / str(number)
             try:
                 if target.exists():
                     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))

@@ -1,5 +1,8 @@
 """ONNX Runtime sessions: tuned threading, metadata checks, warm-up.
 
+Loading: the model file is read without following a link, checked to reference no
+external file, and handed to ONNX Runtime as bytes.
+
 Threading: one session per model version, ``intra_op_threads`` threads for the operators,
 sequential execution (our graphs are chains of dense layers), and spinning disabled so idle
 ORT threads do not steal the cores the event loop needs between batches.
@@ -7,7 +10,6 @@ ORT threads do not steal the cores the event loop needs between batches.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -18,16 +20,21 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from mlaas4hep.errors import SpecError
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import PayloadTooLarge, SpecError
+from mlaas4hep.serve.intake import IntakeLimits, read_regular
 from mlaas4hep.serve.metadata import (
+    MAX_METADATA_BYTES,
     MODEL_FILE,
     ORT_TO_V2,
     ModelMetadata,
     TensorSpec,
     read_metadata,
 )
+from mlaas4hep.serve.onnx_check import check_self_contained
 
 Tensors = dict[str, np.ndarray[Any, Any]]
+MAX_MODEL_BYTES = IntakeLimits().max_model_bytes
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -49,11 +56,19 @@ class OnnxModel:
     ``run`` is thread-safe (ORT sessions are) and blocking: call it off the event loop.
     """
 
-    def __init__(self, version_dir: Path, threads: int) -> None:
+    def __init__(self, version_dir: Path, threads: int, max_bytes: int = MAX_MODEL_BYTES) -> None:
         path = version_dir / MODEL_FILE
+        # The model goes to ORT as checked bytes, never as a path: a tensor with external
+        # data would otherwise be read from a file beside the model (serve/onnx_check.py).
+        try:
+            data = read_regular(path, max_bytes)
+        except OSError as exc:
+            msg = f"cannot read {str(path)!r}: {exc.strerror or exc}"
+            raise SpecError(msg) from exc
+        check_self_contained(data, f"{str(path)!r}")
         try:
             self._session = ort.InferenceSession(
-                str(path), session_options(threads), providers=["CPUExecutionProvider"]
+                data, session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own untyped errors (Fail, InvalidGraph, ...)
             msg = f"cannot load {str(path)!r} with ONNX Runtime: {exc}"
@@ -135,8 +150,8 @@ def _graph_metadata(session: ort.InferenceSession, version_dir: Path) -> ModelMe
 
 def _json_list(text: str | None) -> list[str]:
     try:
-        value = json.loads(text) if text else []
-    except json.JSONDecodeError:
+        value = load_json(text, what="model metadata", limit=MAX_METADATA_BYTES) if text else []
+    except (ValueError, PayloadTooLarge):  # DocumentError is a ValueError
         return []
     return [str(v) for v in value] if isinstance(value, list) else []
 
@@ -144,8 +159,8 @@ def _json_list(text: str | None) -> list[str]:
 def _bundle_metrics(path: Path) -> dict[str, Any]:
     """Scalar test metrics of a training bundle's ``metrics.json`` (empty if none)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = load_json(path.read_bytes(), what="metrics.json", limit=MAX_METADATA_BYTES)
+    except (OSError, ValueError, PayloadTooLarge):  # a job wrote it: hostile until parsed
         return {}
     if not isinstance(doc, dict):
         return {}

@@ -1,7 +1,9 @@
 """The legacy TFaaS routes: ``POST /json``, ``GET /models``, ``POST /upload``, ``DELETE /delete``.
 
 The TFaaS protobuf endpoint (``/proto``) is not provided: use the V2 binary extension.
-Every route depends on the authenticated principal.
+Every route depends on the authenticated principal. ``/upload`` takes an optional
+``share`` field (``/cms/higgs:read,/cms/top:modify``): the model's group sharing, set by
+its owner (serve/ownership.py).
 """
 
 from __future__ import annotations
@@ -51,16 +53,20 @@ def add_tfaas_routes(
             capped = _capped(request, max_upload)
             async with capped.form(max_files=4, max_fields=8, max_part_size=1 << 20) as form:
                 name = _field(form.get("name")) or request.query_params.get("name")
+                share = _field(form.get("share")) or request.query_params.get("share")
                 model, metadata = _file(form.get("model")), _file(form.get("metadata"))
                 if model is None:
                     msg = "the form has no 'model' file; send the ONNX file as field 'model'"
                     raise SpecError(msg)
-                name, version = await deployer.upload_files(user, name or "", model, metadata)
+                name, version = await deployer.upload_files(
+                    user, name or "", model, metadata, share
+                )
         else:  # a tarball, gzip-compressed or not (Content-Encoding: gzip is the TFaaS way)
             with tempfile.SpooledTemporaryFile(_SPOOL) as spool:
                 await _spool_body(request, spool, max_upload)
+                query = request.query_params
                 name, version = await deployer.upload_tarball(
-                    user, request.query_params.get("name"), spool
+                    user, query.get("name"), spool, query.get("share")
                 )
         return json_response({"name": name, "version": str(version)}, 201)
 

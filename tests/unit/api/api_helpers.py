@@ -15,6 +15,7 @@ from jobs_helpers import fake_settings, permissive
 
 from mlaas4hep.api.app import create_app
 from mlaas4hep.auth.principal import Principal
+from mlaas4hep.config import Settings
 from mlaas4hep.errors import AuthError
 
 ALL = frozenset({"compute.create", "compute.read", "compute.cancel", "compute.modify"})
@@ -48,8 +49,17 @@ def auth(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer token-{user}"}
 
 
+#: The names test clients send as Host (TestClient's default, the CLI tests' base URL).
+TEST_HOSTS = ["localhost", "testserver", "test"]
+
+
+def host_settings(tmp_path: Path) -> Settings:
+    """:func:`fake_settings` answering the test clients' host names."""
+    return fake_settings(tmp_path).model_copy(update={"allowed_hosts": TEST_HOSTS})
+
+
 def make_client(tmp_path: Path, *, run_executor: bool = True, **kw: Any) -> TestClient:
-    settings = fake_settings(tmp_path)
+    settings = host_settings(tmp_path)
     if "uploads" in kw:
         settings = settings.model_copy(
             update={"uploads": settings.uploads.model_copy(update=kw.pop("uploads"))}

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from api_helpers import host_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from jobs_helpers import fake_settings, permissive
@@ -37,7 +38,7 @@ CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[TestClient]:
     """The whole app in local-issuer mode, jobs staying queued (no executor)."""
-    app = create_app(fake_settings(tmp_path), spec_validator=permissive, run_executor=False)
+    app = create_app(host_settings(tmp_path), spec_validator=permissive, run_executor=False)
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
         yield client
 
@@ -137,7 +138,7 @@ def test_a_spec_file_can_be_uploaded_instead_of_typed(ui: TestClient) -> None:
 
 
 def test_an_invalid_submission_shows_the_api_message_inline(tmp_path: Path) -> None:
-    app = create_app(fake_settings(tmp_path), run_executor=False)  # the real pipeline spec
+    app = create_app(host_settings(tmp_path), run_executor=False)  # the real pipeline spec
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
         sign_in(client)
         token = csrf_of(client, "/ui/submit")

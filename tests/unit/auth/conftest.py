@@ -56,10 +56,12 @@ class FakeIssuer:
         base.update(over)
         return {k: v for k, v in base.items() if v is not None}
 
-    def token(self, alg: str = "RS256", kid: str | None = None, **over: Any) -> str:
+    def token(
+        self, alg: str = "RS256", kid: str | None = None, typ: str = "at+jwt", **over: Any
+    ) -> str:
         key = self.rsa if alg == "RS256" else self.ec
         kid = kid or ("rsa-1" if alg == "RS256" else "ec-1")
-        return jwt.encode(self.claims(**over), key, algorithm=alg, headers={"kid": kid})
+        return jwt.encode(self.claims(**over), key, algorithm=alg, headers={"kid": kid, "typ": typ})
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:

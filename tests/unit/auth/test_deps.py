@@ -116,5 +116,7 @@ def test_unreachable_issuer_is_503_not_401(tmp_path: Path) -> None:
     forged = LocalIssuer(tmp_path, issuer="https://iam.example.org", audience="x").mint("a")
     r = Client(app).get("/me", headers={"Authorization": f"Bearer {forged}"})
     assert r.status_code == 503
-    assert r.headers["retry-after"] == "30"
+    assert r.headers["retry-after"] == "5"  # the back-off before the next fetch
     assert "iam.example.org" not in r.text
+    again = Client(app).get("/me", headers={"Authorization": f"Bearer {forged}"})
+    assert again.status_code == 503  # answered at once, no second fetch inside the back-off

@@ -106,7 +106,9 @@ def routes(tmp_path_factory: pytest.TempPathFactory) -> Routes:
     from mlaas4hep.serve.app import create_inference_app
 
     tmp = tmp_path_factory.mktemp("apps")
-    api = create_app(Settings(data_dir=tmp / "data"), run_executor=False, with_inference=True)
+    # TestClient sends Host: testserver; the service answers listed names only.
+    settings = Settings(data_dir=tmp / "data", allowed_hosts=["testserver"])
+    api = create_app(settings, run_executor=False, with_inference=True)
 
     def nobody(header: str | None, peer: str | None) -> Any:
         raise AssertionError("not called")

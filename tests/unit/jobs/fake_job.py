@@ -6,9 +6,11 @@ Keys of `fake:` (all optional): steps, sleep (per step), exit (status), message 
 line before exiting non-zero), mem_mb (allocate and hold), children (sleepers in the same
 group), escape (a sleeper that leaves the group with setsid), probe (try sandbox escapes
 and write probe.json), spam (bytes of log), write_big (bytes to one file), open_many
-(files held open).
+(files held open), plant ({name: base64 bytes} written into the output last), links
+({name: target}: symbolic links in the output, made last).
 """
 
+import base64
 import json
 import socket
 import subprocess
@@ -80,4 +82,10 @@ if code:
 (out / "plots").mkdir()
 (out / "plots" / "roc.png").write_bytes(b"png")
 (out / "metrics.json").write_text(json.dumps({"auc": 0.9, "name": spec.get("name")}))
+for name, content in (fake.get("plant") or {}).items():  # hostile results (base64 bytes)
+    (out / name).unlink(missing_ok=True)
+    (out / name).write_bytes(base64.b64decode(content))
+for name, target in (fake.get("links") or {}).items():  # symbolic links, dangling here
+    (out / name).unlink(missing_ok=True)
+    (out / name).symlink_to(target)
 print("fake job done", flush=True)

@@ -49,3 +49,19 @@ def pipeline_doc(name: str = "fake", **fake: Any) -> dict[str, Any]:
         },
         "preprocess": {"features": {"scalars": ["MET_pt"]}},
     }
+
+
+def submit_as(
+    service: Any, owner: str, doc: dict[str, Any], files: Any = (), key: str | None = None
+) -> Any:
+    """Submit *doc* through the one submission policy as a local user named *owner*.
+
+    The caller holds compute.create and storage.read:/; the job is filed under *owner*
+    (the tests' plain owner keys) instead of the principal's ``issuer#subject``.
+    """
+    from mlaas4hep.auth.principal import Principal
+    from mlaas4hep.jobs.policy import as_owner, authorize
+
+    scopes = frozenset({"compute.create", "storage.read:/", "storage.create:/models"})
+    caller = Principal("https://tests.invalid", owner, scopes=scopes)
+    return service.submit(as_owner(authorize(service, caller, doc, files), owner), key)

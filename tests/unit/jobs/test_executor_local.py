@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 import pytest
-from jobs_helpers import fake_settings, permissive
+from jobs_helpers import fake_settings, permissive, submit_as
 
 from mlaas4hep.config import Settings
 from mlaas4hep.jobs.attempt import JOB_MARKER
@@ -32,7 +32,7 @@ def make(settings: Settings) -> tuple[JobService, LocalExecutor]:
 
 
 def submit(service: JobService, **fake: Any) -> JobRecord:
-    job, _ = service.submit("alice", {"name": "fake", "fake": fake})
+    job, _ = submit_as(service, "alice", {"name": "fake", "fake": fake})
     return job
 
 
@@ -139,15 +139,19 @@ def test_open_files_limit(tmp_path: Path) -> None:
 
 
 def test_remote_inputs_keep_the_network_local_ones_do_not(settings: Settings) -> None:
-    from mlaas4hep.jobs.service import needs_network
+    store = JobStore(settings.db_url)
+    service = JobService(store, DatasetStore(store, settings), settings, permissive)
 
-    def spec(*files: str, **data: str) -> dict[str, Any]:
-        return {"data": {"datasets": [{"name": "a", "files": list(files)}], **data}}
+    def network(*files: str, **data: str) -> bool:
+        doc = {"name": "n", "data": {"datasets": [{"name": "a", "files": list(files)}], **data}}
+        return bool(submit_as(service, "alice", doc)[0].needs_network)
 
-    assert not needs_network(spec("/data/a.root", "dataset:x.root"))
-    assert needs_network(spec("root://eos.cern.ch//store/a.root"))
-    assert needs_network(spec("https://host/a.root"))
-    assert needs_network(spec("/store/a.root", redirector="root://cms-xrd-global.cern.ch"))
+    assert not network("/data/a.root", "relative/b.root", "/data/*.root")
+    for url in ("root://eos.cern.ch//store/a.root", "https://host/a.root", "xroot://h//a.root",
+                "ROOT://h//a.root", "HTTPS://h/a.root", " root://h//a.root"):  # fmt: skip
+        assert network(url), url
+    assert network("/store/a.root", redirector="root://cms-xrd-global.cern.ch")
+    store.close()
 
 
 def test_log_is_capped(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from mlaas4hep.config import JobLimits
 from mlaas4hep.jobs import progress as prog
 from mlaas4hep.jobs.limits import exit_reason, fmt_bytes, signal_reason
 from mlaas4hep.jobs.recovery import make_worker_id, worker_is_dead
-from mlaas4hep.jobs.sandbox import SandboxPlan, wrap
+from mlaas4hep.jobs.sandbox import Sandbox, SandboxPlan, wrap
 
 
 def test_progress_keeps_known_keys_with_the_right_types() -> None:
@@ -48,7 +48,8 @@ def test_merge_and_eta() -> None:
 
 def test_bwrap_line_isolates_by_default_and_shares_net_only_when_asked(tmp_path: object) -> None:
     plan = SandboxPlan(writable=tmp_path / "out", readable=(tmp_path / "in",))  # type: ignore[operator]
-    cmd = wrap("/usr/bin/bwrap", ["python", "job.py"], plan)
+    sandbox = Sandbox(enabled=True, bwrap="/usr/bin/bwrap")
+    cmd = wrap(sandbox, ["python", "job.py"], plan, slot=0, seccomp_fd=3)
     assert cmd[0] == "/usr/bin/bwrap"
     assert cmd[-2:] == ["python", "job.py"]
     assert "--unshare-net" in cmd
@@ -58,7 +59,8 @@ def test_bwrap_line_isolates_by_default_and_shares_net_only_when_asked(tmp_path:
     assert ["--ro-bind-try", str(plan.readable[0]), str(plan.readable[0])] == cmd[
         cmd.index(str(plan.readable[0])) - 1 : cmd.index(str(plan.readable[0])) + 2
     ]
-    shared = wrap("/usr/bin/bwrap", ["x"], SandboxPlan(writable=plan.writable, network=True))
+    shared = wrap(sandbox, ["x"], SandboxPlan(writable=plan.writable, network=True), slot=0,
+                  seccomp_fd=3)  # fmt: skip
     assert "--unshare-net" not in shared
 
 

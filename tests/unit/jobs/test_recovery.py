@@ -8,7 +8,7 @@ import sys
 import time
 
 import psutil
-from jobs_helpers import permissive
+from jobs_helpers import permissive, submit_as
 
 from mlaas4hep.config import Settings
 from mlaas4hep.jobs.attempt import JOB_MARKER
@@ -29,7 +29,7 @@ def test_a_dead_local_worker_is_requeued_at_once_and_its_leftovers_removed(
     settings: Settings,
 ) -> None:
     svc = service(settings)
-    job, _ = svc.submit("alice", {"name": "x"})
+    job, _ = submit_as(svc, "alice", {"name": "x"})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     start = 1  # any start time: the pid is gone
@@ -57,7 +57,7 @@ def test_a_dead_local_worker_is_requeued_at_once_and_its_leftovers_removed(
 
 def test_a_live_worker_on_another_host_waits_for_its_lease(settings: Settings) -> None:
     svc = service(settings)
-    job, _ = svc.submit("alice", {"name": "x"})
+    job, _ = submit_as(svc, "alice", {"name": "x"})
     svc.store.claim("elsewhere:1:1:abcd", lease_s=0.5)
     assert recover(svc.store, settings.data_dir) == []  # alive as far as we know
     assert svc.get(job.id, "alice").state is State.RUNNING
@@ -68,8 +68,8 @@ def test_a_live_worker_on_another_host_waits_for_its_lease(settings: Settings) -
 
 def test_retention_deletes_old_finished_jobs_only(settings: Settings) -> None:
     svc = service(settings)
-    old, _ = svc.submit("alice", {"name": "old"})
-    active, _ = svc.submit("alice", {"name": "active"})
+    old, _ = submit_as(svc, "alice", {"name": "old"})
+    active, _ = submit_as(svc, "alice", {"name": "active"})
     svc.cancel(old.id, "alice")
     time.sleep(0.05)
     assert purge_old(svc.store, settings.data_dir, retention_days=0.01 / 86400) == 1

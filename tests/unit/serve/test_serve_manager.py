@@ -23,6 +23,11 @@ def manager(tmp_path: Path) -> ModelManager:
     return ModelManager(repo, ThreadPoolExecutor(1), InferenceMetrics(), threads=1)
 
 
+def _put_broken(version_dir: Path) -> None:
+    version_dir.mkdir(parents=True)
+    (version_dir / "model.onnx").write_bytes(b"garbage")
+
+
 def _broken(tmp_path: Path) -> Path:
     broken = tmp_path / "broken"
     broken.mkdir(exist_ok=True)
@@ -53,14 +58,16 @@ def test_failed_load_keeps_the_old_version(
     repo = manager.repository
     repo.publish("m", model_dir)
     asyncio.run(manager.sync())
-    repo.publish("m", _broken(tmp_path))
+    with pytest.raises(SpecError, match="not a readable ONNX model"):
+        repo.publish("m", _broken(tmp_path))  # publishing refuses it; a broken file on a
+    _put_broken(repo.root / "m" / "2")  # shared repository must not break serving either
     asyncio.run(manager.sync())
     assert manager.served_versions("m") == [1]
     index = asyncio.run(manager.index())
     assert [(e.version, e.state) for e in index] == [(1, "READY"), (2, "UNAVAILABLE")]
     assert "load failed" in index[1].reason
     # A model whose only version is broken is reported, not served.
-    repo.publish("x", _broken(tmp_path))
+    _put_broken(repo.root / "x" / "1")
     with pytest.raises(SpecError, match="could not be loaded: load failed"):
         asyncio.run(manager.load("x"))
 

@@ -78,5 +78,5 @@ def test_metadata_json_must_match_the_graph(tmp_path: Path) -> None:
 
 def test_not_an_onnx_file(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"nope")
-    with pytest.raises(SpecError, match="cannot load"):
+    with pytest.raises(SpecError, match="not a readable ONNX model"):
         OnnxModel(tmp_path, threads=1)

@@ -27,6 +27,7 @@ from mlaas4hep.api.deps import principal_dependency
 from mlaas4hep.api.ui.context import Inference, UiContext
 from mlaas4hep.api.ui.oidc import OidcClient
 from mlaas4hep.api.ui.pages import HERE, Pages, environment, route_class
+from mlaas4hep.api.ui.revocations import RevokedSessions
 from mlaas4hep.api.ui.routes_auth import SignIn, auth_router
 from mlaas4hep.api.ui.routes_jobs import jobs_ui_router
 from mlaas4hep.api.ui.routes_models import models_ui_router
@@ -55,6 +56,7 @@ def install_ui(
     datasets: DatasetStore,
     local_issuer: LocalIssuer | None,
     inference: Inference | None,
+    revoked: RevokedSessions | None = None,
     examples_dir: Path | None = EXAMPLES_DIR,
     oidc_transport: httpx.BaseTransport | None = None,
 ) -> None:
@@ -67,6 +69,9 @@ def install_ui(
             one of them.
         local_issuer: enables the local sign-in button (loopback deployments).
         inference: the inference service (models page, predictions, deploy), or None.
+        revoked: where sign-out lists the session token; the authenticator must refuse
+            what it lists (:class:`~mlaas4hep.api.ui.revocations.RevokingAuthenticator`).
+            None: an in-memory list (tests).
         oidc_transport: for tests, answers the external issuer's URLs in-process.
 
     Raises:
@@ -86,7 +91,8 @@ def install_ui(
     ui_route = route_class(pages)
     ctx = UiContext(pages, ui_route, service, datasets, inference, examples_dir)
     caller = principal_dependency(authenticator, cookie=SESSION_COOKIE)
-    sign_in = SignIn(settings, local_issuer, oidc, _validator(authenticator))
+    revoked = revoked if revoked is not None else RevokedSessions(None)
+    sign_in = SignIn(settings, local_issuer, oidc, _validator(authenticator), revoked)
     app.include_router(auth_router(pages, sign_in, ui_route))
     app.include_router(jobs_ui_router(ctx, caller))
     app.include_router(models_ui_router(ctx, caller))

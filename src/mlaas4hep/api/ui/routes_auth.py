@@ -22,8 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from mlaas4hep.api.ui.oidc import LoginFlow, OidcClient
 from mlaas4hep.api.ui.pages import Pages
+from mlaas4hep.api.ui.revocations import RevokedSessions
 from mlaas4hep.api.ui.session import (
     FLOW_COOKIE,
+    SESSION_COOKIE,
     UI_PREFIX,
     check_csrf,
     clear_session,
@@ -57,6 +59,7 @@ class SignIn:
     local: LocalIssuer | None
     oidc: OidcClient | None
     validate: Callable[[str], Principal]  # the service's token validation
+    revoked: RevokedSessions  # sign-out lists the session's token here
 
     @property
     def local_user(self) -> str:
@@ -147,6 +150,15 @@ def auth_router(pages: Pages, sign_in: SignIn, route_class: type[APIRoute]) -> A
     @router.post("/logout")
     def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
         check_csrf(request, csrf_token)
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            # Server side too: the token stays refused until it expires, wherever it is.
+            try:
+                sign_in.validate(token)  # only a valid token is listed (no junk growth)
+            except AuthError:
+                pass  # already invalid: nothing to revoke
+            else:
+                sign_in.revoked.revoke(token)
         response = RedirectResponse(f"{UI_PREFIX}/login", status_code=303)
         clear_session(response, request)
         return response

@@ -8,10 +8,8 @@ filter; only the rendering differs.
 from __future__ import annotations
 
 import json
-import mimetypes
 import secrets
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,6 +17,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from mlaas4hep.api.artifacts import artifact_response
+from mlaas4hep.api.errors import status_of
 from mlaas4hep.api.routes_jobs import owner_filter
 from mlaas4hep.api.schemas import Job
 from mlaas4hep.api.ui import views
@@ -26,8 +26,9 @@ from mlaas4hep.api.ui.context import UiContext
 from mlaas4hep.api.ui.session import UI_PREFIX, check_csrf
 from mlaas4hep.auth.policy import has_scope, require_scope
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import Mlaas4hepError, PayloadTooLarge, SpecError
-from mlaas4hep.jobs.service import input_paths, parse_spec
+from mlaas4hep.errors import Mlaas4hepError, SpecError
+from mlaas4hep.jobs.policy import authorize
+from mlaas4hep.jobs.service import parse_spec
 from mlaas4hep.jobs.states import State
 
 _PAGE = 25
@@ -137,16 +138,8 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
     def artifact(job_id: str, name: str, caller: Principal = caller_of) -> FileResponse:
         require_scope(caller, "compute.read")
         record = service.get(job_id, owner_filter(caller))
-        path = service.artifact_path(record, name)
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        inline = media.startswith("image/")
-        return FileResponse(
-            path,
-            media_type=media,
-            filename=Path(name).name,
-            content_disposition_type="inline" if inline else "attachment",
-            headers={"X-Content-Type-Options": "nosniff"},
-        )
+        # Hostile content: a download, inline only for checked raster images.
+        return artifact_response(service.artifact_path(record, name), name)
 
     @router.get("/submit", response_class=HTMLResponse)
     def submit_page(
@@ -200,12 +193,12 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
             await form.close()
         try:
             doc = parse_spec(raw, uploads.spec_bytes)
-            for path in input_paths(doc):
-                require_scope(caller, f"storage.read:{path}")
-            job, _ = await run_in_threadpool(service.submit, caller.key, doc, (), key)
+            # The one submission policy, as for the API (inputs, deploy rights, expressions).
+            submission = await run_in_threadpool(authorize, service, caller, doc)
+            job, _ = await run_in_threadpool(service.submit, submission, key)
         except Mlaas4hepError as exc:
             shown = raw.decode("utf-8", errors="replace")
-            status = 413 if isinstance(exc, PayloadTooLarge) else 422
+            status, _slug = status_of(exc)  # the API's table: 403, 413, 422
             return _submit_form(request, caller, shown, None, str(exc), status)
         return RedirectResponse(f"{UI_PREFIX}/jobs/{job.id}", status_code=303)
 
@@ -218,12 +211,11 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
         body = await request.body()
         try:
             doc = parse_spec(body, limit)
-            for path in input_paths(doc):
-                require_scope(caller, f"storage.read:{path}")
-            spec = await run_in_threadpool(service.validator, doc)
+            submission = await run_in_threadpool(authorize, service, caller, doc)
         except Mlaas4hepError as exc:
             return JSONResponse({"ok": False, "detail": str(exc)})
-        return JSONResponse({"ok": True, "detail": f"valid pipeline spec {spec.get('name')!r}"})
+        name = submission.document.get("name")
+        return JSONResponse({"ok": True, "detail": f"valid pipeline spec {name!r}"})
 
     return router
 

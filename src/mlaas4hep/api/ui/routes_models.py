@@ -1,8 +1,8 @@
 """UI pages for models (metadata, try-a-prediction, snippets) and datasets (schemas, upload).
 
 Models go through the inference service's data plane (the same permission checks and the
-same batcher as ``/v2`` and ``/json``); datasets through the :class:`DatasetStore` and the
-schema reader behind ``mlaas4hep inspect``.
+same batcher as ``/v2`` and ``/json``); datasets through the :class:`DatasetStore`, whose
+schemas come from the bounded upload inspection (:mod:`mlaas4hep.jobs.dataset_inspect`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from mlaas4hep.api.ui.context import UiContext
 from mlaas4hep.api.ui.session import UI_PREFIX, check_csrf
 from mlaas4hep.auth.policy import require_scope
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.data.schema import inspect_tree
 from mlaas4hep.errors import Mlaas4hepError, PayloadTooLarge, SpecError
 from mlaas4hep.jobs.limits import fmt_bytes
 
@@ -116,8 +115,8 @@ def models_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> AP
         rows = []
         for ds in items:
             schema, problem = None, None
-            try:
-                schema = await run_in_threadpool(inspect_tree, str(ds.path), None)
+            try:  # recorded at upload by the bounded worker; never parsed in this process
+                schema = await run_in_threadpool(ctx.datasets.schema, ds)
             except Mlaas4hepError as exc:
                 problem = str(exc)
             rows.append({"info": DatasetInfo.of(ds), "schema": schema, "problem": problem})

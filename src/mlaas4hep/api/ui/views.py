@@ -15,12 +15,14 @@ from typing import Any
 import yaml
 from markupsafe import Markup, escape
 
-from mlaas4hep.errors import NotFound
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import NotFound, PayloadTooLarge
 from mlaas4hep.jobs.service import Artifact, JobService
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord
 
 LOG_TAIL_BYTES = 16 * 1024
+_MAX_ARTIFACT_JSON = 4 * 1024 * 1024  # metrics.json and friends, shown on the job page
 PLOT_TITLES = {
     "roc.png": "ROC curve on the test split",
     "scores.png": "Score distributions per true class, train and test",
@@ -164,8 +166,9 @@ def _is_main(name: str) -> bool:
 
 def _read_json(service: JobService, job: JobRecord, name: str) -> dict[str, Any]:
     try:
-        doc = json.loads(service.artifact_path(job, name).read_text())
-    except (NotFound, OSError, ValueError):
+        path = service.artifact_path(job, name)
+        doc = load_json(path.read_bytes(), what=name, limit=_MAX_ARTIFACT_JSON)
+    except (NotFound, OSError, ValueError, PayloadTooLarge):  # a job wrote it: hostile
         return {}
     return doc if isinstance(doc, dict) else {}
 
