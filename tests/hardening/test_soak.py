@@ -45,7 +45,12 @@ def spec(i: int) -> dict[str, object]:
     return {
         "name": f"soak-{i}",
         "description": "fake: " + json.dumps(fake),
-        "data": {"datasets": [{"name": "a", "files": ["a.root"], "label": 1}]},
+        "data": {
+            "datasets": [
+                {"name": "a", "files": ["a.root"], "label": 1},
+                {"name": "b", "files": ["b.root"], "label": 0},
+            ]
+        },
         "preprocess": {"features": {"scalars": ["MET_pt"]}},
     }
 

@@ -24,8 +24,8 @@ import jwt
 import psutil
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from security_server import SecServer, assert_no_leak
 
-from conftest import SecServer, assert_no_leak
 from mlaas4hep.api.ui.session import CSRF_COOKIE
 from mlaas4hep.auth.local_issuer import LocalIssuer
 from mlaas4hep.cli.token import DEFAULT_SCOPES

@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from security_server import SecServer, assert_no_leak, wait_job
 
-from conftest import SecServer, assert_no_leak, wait_job
 from mlaas4hep.api.ui.session import CSRF_COOKIE
 from mlaas4hep.serve.samples import write_sample_model
 

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from security_server import SecServer, assert_no_leak, wait_job
 
-from conftest import SecServer, assert_no_leak, wait_job
 from mlaas4hep.auth.local_issuer import LOCAL_ISSUER
 from mlaas4hep.config import MLAAS4HEP_ARGV
 from mlaas4hep.jobs.layout import owner_dir

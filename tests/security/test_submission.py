@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from security_server import SecServer, assert_no_leak, wait_job
 
-from conftest import SecServer, assert_no_leak, wait_job
 from mlaas4hep.api.ui.session import CSRF_COOKIE
 from mlaas4hep.config import Settings
 from mlaas4hep.data.samples import write_sample

@@ -108,12 +108,13 @@ class JsonLines:
 
     def __init__(self, stream: TextIO, interval_s: float = 1.0) -> None:
         self.stream, self.interval_s = stream, interval_s
-        self._last = 0.0
+        self._last: float | None = None  # not 0.0: monotonic time starts near boot
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
         last_of_epoch = p.total is not None and p.events >= p.total
-        if p.phase == "train" and now - self._last < self.interval_s and not last_of_epoch:
+        recent = self._last is not None and now - self._last < self.interval_s
+        if p.phase == "train" and recent and not last_of_epoch:
             return
         self._last = now
         self.stream.write(json.dumps(p.to_dict()) + "\n")
