@@ -3,3 +3,19 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+import importlib
+from typing import Any
+
+__all__ = ["Model", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """``mlaas4hep.Model`` (``mlaas4hep.apply.Model``), imported on first use: the CLI and
+    the service start without loading awkward and ONNX Runtime."""
+    if name == "Model":
+        # By name, not an import statement: the root package is imported by every layer
+        # (serve included), and only analysis code asking for Model should load apply/.
+        return importlib.import_module("mlaas4hep.apply").Model
+    msg = f"module 'mlaas4hep' has no attribute {name!r}"
+    raise AttributeError(msg)

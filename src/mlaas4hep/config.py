@@ -75,6 +75,12 @@ class ExecutorSettings(_Section):
         min_length=1,
         description="argv prefix; the executor appends SPEC --out DIR --progress-json",
     )
+    apply_command: list[str] = Field(
+        default_factory=lambda: [*MLAAS4HEP_ARGV, "apply"],
+        min_length=1,
+        description="argv prefix of apply jobs; the executor appends MODEL_DIR INPUTS... "
+        "--out DIR --format F [--tree T] [--only-passing] [--step-size N] --progress-json",
+    )
     max_attempts: int = Field(default=3, ge=1, description="claims before a lost job fails")
     lease_s: float = Field(default=30.0, gt=0)
     heartbeat_s: float = Field(default=5.0, gt=0)

@@ -58,14 +58,23 @@ def load_yaml(data: bytes | str, *, what: str, limit: int, max_depth: int = MAX_
         else:
             check_depth(value, what=what, max_depth=max_depth)
             return value
-    loader = _StrictLoader(text, what=what, max_depth=max_depth)
+    loader = None
     try:
+        # The reader refuses control characters (NUL...) already in the constructor.
+        loader = _StrictLoader(text, what=what, max_depth=max_depth)
         return loader.get_single_data()
+    except DocumentError:
+        raise
     except yaml.YAMLError as exc:
         msg = f"{what} is not valid YAML/JSON: {exc}"
         raise DocumentError(msg) from exc
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # e.g. an integer of more than 4300 digits (int_max_str_digits), a date out of range
+        msg = f"{what} has a value that cannot be read: {str(exc)[:200]}"
+        raise DocumentError(msg) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_json(data: bytes | str, *, what: str, limit: int, max_depth: int = MAX_DEPTH) -> Any:

@@ -12,7 +12,8 @@ one or two lines, the API maps each class to an HTTP status (see ``api/errors.py
     │   ├── MissingFileError (FileNotFoundError)
     │   ├── NotRootFileError
     │   ├── TreeNotFoundError (KeyError)
-    │   └── BranchNotFoundError (KeyError)
+    │   ├── BranchNotFoundError (KeyError)
+    │   └── OutputWriteError              cannot write an output file (friend tree, Parquet)
     ├── DataQualityError (ValueError)     NaN/inf, empty splits, shape mismatch
     ├── TrainingError                     an engine failed or a model does not fit
     ├── UserCodeError                     user module missing / wrong function
@@ -75,6 +76,10 @@ class BranchNotFoundError(DataSourceError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class OutputWriteError(DataSourceError):
+    """An output file (friend tree, Parquet) cannot be written: no space, no permission."""
 
 
 class DataQualityError(Mlaas4hepError, ValueError):

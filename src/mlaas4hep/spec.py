@@ -465,16 +465,26 @@ def _looks_like_path(text: str) -> bool:
     return text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
 
 
-def format_validation_error(exc: ValidationError, origin: str = "spec") -> str:
-    """One line per problem: ``field.path: message (got value)`` plus allowed names."""
+def format_validation_error(
+    exc: ValidationError,
+    origin: str = "spec",
+    *,
+    root: type[BaseModel] | None = None,
+    what: str = "pipeline spec",
+) -> str:
+    """One line per problem: ``field.path: message (got value)`` plus allowed names.
+
+    *root*: the model validated (default ``PipelineSpec``), whose fields name the allowed
+    keys of an unknown one; *what*: the document's kind, for the first line.
+    """
     errors = [e for e in exc.errors() if not _other_union_member(e, exc)]
-    lines = [f"{origin} is not a valid pipeline spec ({len(errors)} problem(s)):"]
+    lines = [f"{origin} is not a valid {what} ({len(errors)} problem(s)):"]
     for err in errors:
         loc = tuple(err["loc"])
         path = ".".join(str(p) for p in _clean(loc)) or "(top level)"
         text = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(loc[:-1])
+            allowed = _allowed_fields(loc[:-1], root or PipelineSpec)
             hint = closest(str(loc[-1]), allowed) if allowed else ""
             text = f"unknown field{'; ' + hint if hint else ''}"
             lines.append(f"  {path}: {text}")
@@ -512,9 +522,9 @@ def _other_union_member(err: Any, exc: ValidationError) -> bool:
     )
 
 
-def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found by walking *loc* down from ``PipelineSpec``."""
-    model: Any = PipelineSpec
+def _allowed_fields(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    """Field names of the model found by walking *loc* down from *root*."""
+    model: Any = root
     for part in loc:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is not None:

@@ -374,7 +374,7 @@ PUBLIC = {
     ("GET", "/"): "redirect to the UI",
     ("GET", "/ui/"): "redirect to the job list (which authenticates)",
     ("GET", "/ui/login"): "the login page",
-    ("POST", "/ui/login/local"): "local sign-in (mints a token for the loopback user)",
+    ("POST", "/ui/login/local"): "local sign-in: only a peer socket of the service's own uid",
     ("GET", "/ui/login/oidc"): "starts the OIDC authorization code flow",
     ("GET", "/ui/login/callback"): "OIDC redirect target (state + PKCE checked)",
     ("POST", "/ui/logout"): "clears the session cookie",

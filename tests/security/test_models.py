@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -199,6 +200,78 @@ def test_uploads_with_external_data_or_links_are_refused(
         assert r.status_code == 404, r.text
     assert_no_leak(secserver, *seen)
     assert secserver.healthy()
+
+
+def _external_data_in_a_function_default(location: str, length: int) -> bytes:
+    """The red team's model: a local function's attribute default (ONNX IR 9) is a tensor
+    with external data, taken by a Constant node through ``ref_attr_name``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ext = TensorProto(name="w", data_type=TensorProto.UINT8, dims=[length])
+    ext.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", str(length))):
+        entry = ext.external_data.add()
+        entry.key, entry.value = k, v
+    const = helper.make_node("Constant", [], ["c"])
+    ref = onnx.AttributeProto(name="value", ref_attr_name="w", type=onnx.AttributeProto.TENSOR)
+    const.attribute.append(ref)
+    fn = onnx.FunctionProto(name="Leak", domain="evil", input=["x"], output=["y"])
+    fn.node.extend(
+        [
+            const,
+            helper.make_node("Cast", ["c"], ["cf"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["x", "cf"], ["y"]),
+        ]
+    )
+    fn.attribute_proto.append(helper.make_attribute("w", ext))
+    fn.opset_import.extend([helper.make_opsetid("", 17)])
+    graph = helper.make_graph(
+        [helper.make_node("Leak", ["x"], ["y"], domain="evil")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", length])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", length])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("evil", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=[fn])
+    model.ir_version = 9
+    return bytes(model.SerializeToString())
+
+
+def test_external_data_in_a_function_attribute_default_is_refused(secserver: SecServer) -> None:
+    key = _key_file(secserver)
+    size = key.stat().st_size
+    relative = os.path.relpath(key, Path.cwd())
+    seen: list[str] = []
+    with secserver.client("alice") as alice:
+        for location in (relative, key.name, str(key)):
+            model = _external_data_in_a_function_default(location, size)
+            r = alice.post("/upload", data={"name": "leak-fn"}, files={"model": model})
+            seen.append(r.text)
+            assert 400 <= r.status_code < 500, r.text
+            assert "external file" in r.text
+        body = {"inputs": [{"name": "x", "shape": [1, size], "datatype": "FP32",
+                            "data": [0.0] * size}]}  # fmt: skip
+        r = alice.post("/v2/models/leak-fn/infer", json=body)
+        seen.append(r.text)
+        assert r.status_code == 404, r.text
+    assert_no_leak(secserver, *seen)
+    assert secserver.healthy()
+
+
+def test_ort_never_resolves_external_files_even_behind_the_check(tmp_path: Path) -> None:
+    from mlaas4hep.serve.runtime import session_options
+
+    (tmp_path / "secret.bin").write_bytes(b"s" * 16)
+    model = _external_data_in_a_function_default("secret.bin", 16)
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        cpu = ["CPUExecutionProvider"]
+        with pytest.raises(Exception, match=r"[Ee]xternal data path"):  # ORT's own Fail type
+            ort.InferenceSession(model, session_options(1), providers=cpu)
+    finally:
+        os.chdir(cwd)
 
 
 def test_a_version_with_external_data_is_refused_at_load(

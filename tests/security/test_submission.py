@@ -85,6 +85,21 @@ def test_every_remote_spelling_needs_the_scope_and_gets_the_network(
     assert secserver.healthy()
 
 
+def test_a_proxy_setting_alone_opens_no_network(secserver: SecServer) -> None:
+    # the red team's way to the host network with only compute scopes: local inputs plus
+    # a user-chosen xrootd_proxy / redirector
+    with restricted(secserver, "alice", "storage.read:/data/alice") as alice:
+        doc = spec("/data/alice/a.root")
+        doc["data"]["xrootd_proxy"] = "root://127.0.0.1:1"  # type: ignore[index]
+        doc["data"]["redirector"] = "root://127.0.0.1:1/"  # type: ignore[index]
+        r = alice.post(JOBS, json=doc)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        cancel(alice, job_id)
+    assert not needs_network(secserver, job_id)
+    assert secserver.healthy()
+
+
 def test_a_file_list_is_opened_at_submission_and_each_line_checked(secserver: SecServer) -> None:
     listing = b"/data/alice/a.root\n# bob's, hidden in alice's own list:\n/data/bob/secret.root\n"
     files = {"spec": ("p.json", httpx.Request("POST", "/", json=spec("@files.txt")).content)}

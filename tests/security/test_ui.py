@@ -257,3 +257,54 @@ def test_sign_out_survives_a_restart(artifacts_job: tuple[SecServer, str]) -> No
         r = replay.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 401
     assert server.healthy()
+
+
+def _local_sign_in_as(uid: int, port: int) -> bytes:
+    """POST /ui/login/local from a process running as *uid* (a forked child); the
+    status line of the answer."""
+    import os
+    import socket
+
+    body = b"csrf_token=t&next=%2Fui%2Fjobs"
+    request = (
+        b"POST /ui/login/local HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Cookie: mlaas4hep_csrf=t\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+                sock.sendall(request)
+                os.write(write, sock.recv(64).split(b"\r\n")[0])
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        line = f.read()
+    os.waitpid(pid, 0)
+    return line
+
+
+def test_local_sign_in_answers_only_the_services_own_account(secserver: SecServer) -> None:
+    import os
+
+    from mlaas4hep.api.ui.session import CSRF_COOKIE
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another account (CI runs as root)")
+    assert CSRF_COOKIE == "mlaas4hep_csrf"  # the raw request above spells it out
+    # another account on the host, and a sandboxed job's slot uid (remote-input jobs share
+    # the host's network): refused, no session cookie
+    for uid in (65534, 61000):
+        status = _local_sign_in_as(uid, secserver.port)
+        assert status.startswith(b"HTTP/1.1 403"), status
+    # the service's own account (the person at this machine's browser): signed in
+    status = _local_sign_in_as(os.geteuid(), secserver.port)
+    assert status.startswith(b"HTTP/1.1 303"), status
+    assert secserver.healthy()

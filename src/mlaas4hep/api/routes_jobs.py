@@ -41,8 +41,9 @@ _SPEC_TYPES = (
 _SPEC_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "the pipeline spec as JSON or YAML; or multipart with a 'spec' part "
-        "and small user files (e.g. a model module) as further parts",
+        "description": "the pipeline spec, or an apply request (top-level 'apply:', see "
+        "docs/service.md), as JSON or YAML; or multipart with a 'spec' part and small user "
+        "files (e.g. a model module, a file list) as further parts",
         "content": {
             "application/json": {"schema": {"type": "object"}},
             "application/yaml": {"schema": {"type": "string"}},
@@ -85,8 +86,9 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
             str | None, Header(alias="Idempotency-Key", min_length=1, max_length=256)
         ] = None,
     ) -> Job:
-        """Queue a pipeline. A replay of the same ``Idempotency-Key`` and body returns the
-        same job (200); the same key with another body is refused (422)."""
+        """Queue a pipeline, or an apply request (a deployed model applied to inputs). A
+        replay of the same ``Idempotency-Key`` and body returns the same job (200); the same
+        key with another body is refused (422)."""
         doc, files = await _read_submission(request, service)
         # The one submission policy (inputs, scopes, deploy rights, expressions).
         submission = await run_in_threadpool(authorize, service, caller, doc, files)

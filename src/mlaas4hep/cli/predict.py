@@ -1,4 +1,12 @@
-"""``mlaas4hep predict MODEL --input FILE``: send rows to a running inference service.
+"""``mlaas4hep predict MODEL --input FILE``: score rows with a bundle or a served model.
+
+MODEL a bundle directory (``mlaas4hep run``'s output) and FILE a ROOT file: the bundle's
+own preprocessing (selections, defines, cuts, object features) runs locally
+(``mlaas4hep.apply``) and one line per event is printed, tab-separated: the identifiers,
+the score column(s) and ``<model>_pass`` (scores are ``nan`` where the event fails the
+cuts). ``--output`` writes the table to a file instead.
+
+MODEL a model name in the service: rows are sent to it.
 
 The rows come from a JSON file (TFaaS ``{"keys": [...], "values": [...]}``, a list of
 rows, a list of ``{feature: value}`` records, or ``{feature: [values...]}`` columns) or
@@ -15,9 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -39,7 +48,7 @@ MAX_JSON_ROWS_BYTES = 256 * 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model name in the service")
+    parser.add_argument("model", help="a bundle directory, or a model name in the service")
     parser.add_argument("--input", required=True, type=Path, help="rows: a .json or .root file")
     parser.add_argument("--version", default=None, help="model version (default: latest)")
     parser.add_argument("--url", default=os.environ.get("MLAAS4HEP_URL", DEFAULT_URL))
@@ -51,6 +60,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if Path(args.model).expanduser().is_dir():
+        return _run_bundle(args)
+    return _run_service(args)
+
+
+def _run_bundle(args: argparse.Namespace) -> int:
+    """Score a ROOT file with a local bundle's preprocessing; print ids and scores."""
+    from mlaas4hep.apply import Model, score_file
+
+    if args.input.suffix.lower() != ".root":
+        msg = f"--input {str(args.input)!r}: with a bundle directory, give a .root file"
+        raise SpecError(msg)
+    model = Model.load(args.model)
+    chunks = score_file([model], str(args.input), tree=args.tree)
+    if args.output:
+        with args.output.open("w", encoding="utf-8") as out:
+            _print_table(chunks, out)
+        return 0
+    try:
+        _print_table(chunks, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `predict ... | head`: the reader is gone; stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def _print_table(chunks: Iterator[Any], out: TextIO) -> None:
+    header = False
+    for chunk in chunks:
+        names = [*chunk.ids, *chunk.columns]
+        if not header:
+            out.write("\t".join(names) + "\n")
+            header = True
+        arrays = [*chunk.ids.values(), *chunk.columns.values()]
+        # tolist() keeps integers exact (a uint64 event number never goes through float)
+        for row in zip(*(a.tolist() for a in arrays), strict=True):
+            out.write("\t".join(map(_cell, row)) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _run_service(args: argparse.Namespace) -> int:
     import httpx
 
     if args.batch_size < 1:
@@ -228,11 +288,23 @@ def _root_rows(
 ) -> Iterator[Array]:
     import awkward as ak
 
+    from mlaas4hep.data.schema import inspect_tree
     from mlaas4hep.data.stream import iterate_file
 
     if not features:
         msg = "the model declares no feature_names, so ROOT branches cannot be chosen; use JSON"
         raise SpecError(msg)
+    available = inspect_tree(str(path), tree).names()
+    missing = [f for f in features if f not in available]
+    if missing:
+        shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        msg = (
+            f"{str(path)!r} lacks {len(missing)} of the model's {len(features)} input features "
+            f"as branches ({shown}): the model needs its preprocessing (defines, object features). "
+            "Score the file with the model's bundle: `mlaas4hep predict BUNDLE_DIR --input "
+            f"{path}` or `mlaas4hep apply BUNDLE_DIR {path} --out DIR`"
+        )
+        raise DataQualityError(msg)
     for chunk in iterate_file(str(path), tree, list(features), batch):
         columns = []
         for name in features:

@@ -1,5 +1,9 @@
 """``mlaas4hep submit pipeline.yaml [--file model.py] [--wait]``: queue a pipeline.
 
+The same command queues an apply request (a document with a top-level ``apply:``: a
+deployed model applied to inputs, one output per input file; docs/service.md, "Applying a
+model as a job"), e.g. ``mlaas4hep submit apply.yaml --wait``.
+
 The service checks the spec with its one submission policy (``jobs/policy.py``) before
 queueing it: an invalid spec or expression, an input the token may not read, or a
 ``deploy:`` to a model the caller may not modify is refused with the service's message.
@@ -22,7 +26,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", type=Path, help="the pipeline spec (YAML or JSON)")
+    parser.add_argument("spec", type=Path, help="the pipeline spec or apply request (YAML or JSON)")
     parser.add_argument(
         "--file",
         dest="files",

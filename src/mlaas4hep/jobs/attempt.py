@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +32,7 @@ from mlaas4hep.jobs import cgroups
 from mlaas4hep.jobs import limits as lim
 from mlaas4hep.jobs import progress as prog
 from mlaas4hep.jobs import sandbox as sbx
+from mlaas4hep.jobs.apply_job import apply_argv
 from mlaas4hep.jobs.credentials import credentials_dir, token_env
 from mlaas4hep.jobs.layout import JobPaths, remove_tree
 from mlaas4hep.jobs.store import JobRecord, LeaseLost
@@ -41,6 +42,8 @@ JOB_MARKER = "MLAAS4HEP_JOB_ID"
 #: next attempt of the same job, which may already run on another executor of this host.
 ATTEMPT_MARKER = "MLAAS4HEP_JOB_ATTEMPT"
 _TICK_S = 0.2
+#: The longest piece of job output held at once (a longer line arrives in pieces).
+LINE_CAP = 64 * 1024
 _ENV_PASS = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "X509_CERT_DIR", "X509_USER_PROXY")
 
 #: Called every heartbeat with (progress, pgid); returns True when cancel was requested,
@@ -157,16 +160,7 @@ class AttemptRunner:
     # ---- process -------------------------------------------------------------------------
 
     def _spawn(self, partial: Path) -> subprocess.Popen[bytes]:
-        argv = [
-            *self.settings.executor.job_command,
-            str(self.paths.spec),
-            "--out",
-            str(partial),
-            "--progress-json",
-        ]
-        user_code = self.settings.executor.user_code
-        if user_code == "always" or (user_code == "sandboxed" and self.sandbox.enabled):
-            argv.append("--allow-user-code")
+        argv = self._argv(partial)
         env = {k: os.environ[k] for k in _ENV_PASS if k in os.environ}
         env.update({JOB_MARKER: self.job.id, ATTEMPT_MARKER: str(self.job.attempt)})
         env.update({"PYTHONUNBUFFERED": "1", "HOME": str(partial)})
@@ -189,6 +183,23 @@ class AttemptRunner:
         with sbx.seccomp_pipe() as fd:
             argv = sbx.wrap(self.sandbox, argv, plan, slot=self.slot, seccomp_fd=fd)
             return _popen(argv, partial, env, preexec, (fd,))
+
+    def _argv(self, partial: Path) -> list[str]:
+        """The job command: ``mlaas4hep apply ...`` for an apply job, else ``run``."""
+        applying = apply_argv(self.settings, self.paths, self.job.spec, partial)
+        if applying is not None:
+            return applying
+        argv = [
+            *self.settings.executor.job_command,
+            str(self.paths.spec),
+            "--out",
+            str(partial),
+            "--progress-json",
+        ]
+        user_code = self.settings.executor.user_code
+        if user_code == "always" or (user_code == "sandboxed" and self.sandbox.enabled):
+            argv.append("--allow-user-code")
+        return argv
 
     def _supervise(self, proc: subprocess.Popen[bytes], log: LogSink) -> int:
         assert proc.stdout is not None
@@ -263,7 +274,7 @@ class AttemptRunner:
             lim.kill_group(proc.pid, signal.SIGKILL)
 
     def _read_stdout(self, stream: IO[bytes], log: LogSink) -> None:
-        for raw in stream:
+        for raw in _lines(stream):
             line = raw.decode("utf-8", "replace")
             update = prog.parse_line(line)
             if update is None:
@@ -273,7 +284,7 @@ class AttemptRunner:
                 self._progress = prog.merge(self._progress, update)
 
     def _read_stderr(self, stream: IO[bytes], log: LogSink) -> None:
-        for raw in stream:
+        for raw in _lines(stream):
             log.write(raw.decode("utf-8", "replace"), stderr=True)
 
     # ---- outcome -------------------------------------------------------------------------
@@ -325,6 +336,12 @@ def _popen(
         preexec_fn=preexec,
         pass_fds=pass_fds,
     )
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The job's output line by line, a line longer than ``LINE_CAP`` in pieces of that size:
+    a job printing gigabytes without a newline must not grow the service's memory."""
+    return iter(lambda: stream.readline(LINE_CAP), b"")
 
 
 def tree_rss(pid: int) -> int:

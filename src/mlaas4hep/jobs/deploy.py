@@ -43,7 +43,7 @@ def check_deploy_rights(settings: Settings, caller: Principal, name: str) -> Non
     from mlaas4hep.serve.repository import check_model_name
 
     require_scope(caller, model_scope("create", name))
-    record = ModelOwners(_repository(settings).root).record(check_model_name(name))
+    record = ModelOwners(model_repository(settings).root).record(check_model_name(name))
     if record is None:
         return
     require_scope(caller, model_scope("modify", name))
@@ -65,7 +65,7 @@ def publish(settings: Settings, job: JobRecord, result_dir: Path) -> tuple[str, 
     from mlaas4hep.serve.ownership import ModelOwners, denied_message
     from mlaas4hep.serve.repository import check_model_name
 
-    repository = _repository(settings)
+    repository = model_repository(settings)
     owners = ModelOwners(repository.root)
     check_model_name(name)
     base = settings.data_dir / "jobs"
@@ -88,7 +88,8 @@ def publish(settings: Settings, job: JobRecord, result_dir: Path) -> tuple[str, 
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def _repository(settings: Settings) -> ModelRepository:
+def model_repository(settings: Settings) -> ModelRepository:
+    """The model repository of *settings* (inference settings over the data directory)."""
     from mlaas4hep.serve.repository import ModelRepository, VersionPolicy
     from mlaas4hep.serve.settings import InferenceSettings
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from mlaas4hep.config import Settings
 from mlaas4hep.errors import Mlaas4hepError
+from mlaas4hep.jobs.apply_job import register_outputs
 from mlaas4hep.jobs.attempt import AttemptOutcome, AttemptRunner
 from mlaas4hep.jobs.deploy import publish
 from mlaas4hep.jobs.layout import job_paths, owner_dir
@@ -181,11 +182,32 @@ class LocalExecutor:
         progress = {**(outcome.progress or {}), "deployed": {"model": name, "version": version}}
         return dataclasses.replace(outcome, progress=progress)
 
+    def _register(self, job: JobRecord, outcome: AttemptOutcome) -> AttemptOutcome:
+        """Register an apply job's outputs as datasets before the success is recorded."""
+        if not outcome.ok or outcome.result_dir is None or outcome.lease_lost:
+            return outcome
+        paths = job_paths(self.settings.data_dir, job.id)
+        try:
+            names = register_outputs(
+                self.settings, self.store, job, paths.root / outcome.result_dir
+            )
+        except (Mlaas4hepError, OSError) as exc:
+            reason = f"cannot register the outputs as datasets: {exc}"
+            return dataclasses.replace(outcome, ok=False, reason=reason)
+        if not names:
+            return outcome
+        log.info("job %s: registered datasets %s", job.id, names)
+        with paths.log(job.attempt).open("a", encoding="utf-8") as fh:
+            fh.write(f"[mlaas4hep] registered as your datasets: {', '.join(names)}\n")
+        return dataclasses.replace(
+            outcome, progress={**(outcome.progress or {}), "datasets": names}
+        )
+
     def _record(self, job: JobRecord, outcome: AttemptOutcome) -> JobRecord:
         if outcome.lease_lost:
             log.warning("job %s attempt %d: lease lost, outcome dropped", job.id, job.attempt)
             return job
-        outcome = self._deploy(job, outcome)
+        outcome = self._register(job, self._deploy(job, outcome))
         event = Exited(ok=outcome.ok, reason=outcome.reason)
         try:
             return self.store.finish(

@@ -133,8 +133,10 @@ def memory_reason(limits: JobLimits) -> str:
 
 
 def _last_line(text: str) -> str:
+    """The job's last stderr line, without control characters (terminal escapes)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else ""
+    last = lines[-1][:500] if lines else ""
+    return "".join(ch for ch in last if ch.isprintable())
 
 
 def kill_group(pgid: int, sig: int) -> bool:

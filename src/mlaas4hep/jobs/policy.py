@@ -15,6 +15,12 @@ the API) call :func:`authorize`; nothing else decides whether a spec may run. In
    recorded at upload (422 naming the branch and the closest names);
 4. ``deploy: {name: N}`` needs the rights of :func:`mlaas4hep.jobs.deploy.check_deploy_rights`.
 
+An apply request (a document with a top-level ``apply:``, :mod:`mlaas4hep.apply_request`)
+takes the same steps 1 and 3 (its ``apply.files`` are resolved and checked like a dataset's
+``files``; each must be absolute, a URL or ``dataset:NAME``) and, instead of 2 and 4, is
+validated as an ``ApplyRequest`` and needs read rights on its model
+(:func:`mlaas4hep.jobs.apply_job.pin_model`), whose version is pinned in the stored request.
+
 The result, a :class:`Submission`, carries the typed spec, the resolved inputs and the
 sandbox's network decision (taken from the same resolved inputs) to ``JobService.submit``.
 """
@@ -28,10 +34,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlaas4hep.apply_request import is_apply_request, validate_apply_request
 from mlaas4hep.auth.policy import require_scope
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.data.inputs import ResolvedInput, resolve_inputs
 from mlaas4hep.errors import ExpressionError, NotFound, PermissionDenied, SpecError
+from mlaas4hep.jobs.apply_job import MODELS_DIR, PinnedModel, pin_model, pinned
 from mlaas4hep.jobs.deploy import check_deploy_rights
 from mlaas4hep.jobs.layout import job_paths
 from mlaas4hep.jobs.service import JobService, UserFile, deployed_model, request_hash
@@ -42,9 +50,10 @@ from mlaas4hep.spec import DatasetSpec, PipelineSpec
 class Submission:
     """A spec that passed the policy, ready for ``JobService.submit``.
 
-    ``spec`` is the typed ``PipelineSpec`` with its inputs resolved (None only with a test
-    stand-in validator whose documents are not pipelines); ``document`` is the same spec
-    as the JSON the job store keeps.
+    ``spec`` is the typed ``PipelineSpec`` with its inputs resolved (None for an apply
+    request, and with a test stand-in validator whose documents are not pipelines);
+    ``document`` is the same spec as the JSON the job store keeps. ``model``: the model
+    version an apply request applies (its bundle is copied into the job's input).
     """
 
     owner: str
@@ -55,6 +64,7 @@ class Submission:
     inputs: tuple[ResolvedInput, ...]
     needs_network: bool
     request_hash: str
+    model: PinnedModel | None = None
 
 
 def authorize(
@@ -70,6 +80,8 @@ def authorize(
     require_scope(caller, "compute.create")
     service.check_files(files)
     job_id = uuid.uuid4().hex
+    if is_apply_request(doc):
+        return _authorize_apply(service, caller, doc, files, job_id)
     checked = service.validator(doc)
     spec = checked if isinstance(checked, PipelineSpec) else None
     if spec is not None:
@@ -85,7 +97,10 @@ def authorize(
         document = _dict_with_inputs(_as_dict(checked), resolved)
     if name := deployed_model(document):
         check_deploy_rights(service.settings, caller, name)
-    network = any(i.remote for i in inputs) or _remote_data_options(spec, checked)
+    # Only inputs decide: a proxy or redirector setting alone names no data, and a
+    # user-chosen one must not hand a job the host's network (the resolver already marks
+    # /store names remote when a redirector is set).
+    network = any(i.remote for i in inputs)
     return Submission(
         owner=caller.key,
         job_id=job_id,
@@ -98,6 +113,59 @@ def authorize(
     )
 
 
+def _authorize_apply(
+    service: JobService,
+    caller: Principal,
+    doc: dict[str, Any],
+    files: Sequence[UserFile],
+    job_id: str,
+) -> Submission:
+    """The policy for an apply request (see the module docstring)."""
+    request = validate_apply_request(doc)
+    if any(f.name == MODELS_DIR for f in files):
+        msg = f"a file sent with an apply request cannot be named {MODELS_DIR!r}; rename it"
+        raise SpecError(msg)
+    model = pin_model(service.settings, caller, request.apply.model)
+    inputs = _resolve(service, caller, request.apply.files, files, job_id, None)
+    _check_reads(service, caller, inputs)
+    for item in inputs:
+        if not item.remote and not item.entry.startswith("/"):
+            msg = (
+                f"apply.files: {item.written!r} is a relative path; an apply job reads "
+                "absolute paths, URLs and dataset:NAME"
+            )
+            raise SpecError(msg)
+    return Submission(
+        owner=caller.key,
+        job_id=job_id,
+        spec=None,
+        document=pinned(request, model, [i.entry for i in inputs]),
+        files=tuple(files),
+        inputs=tuple(inputs),
+        needs_network=any(i.remote for i in inputs),
+        request_hash=request_hash(doc, files),
+        model=model,
+    )
+
+
+def _resolve(
+    service: JobService,
+    caller: Principal,
+    entries: Sequence[str],
+    files: Sequence[UserFile],
+    job_id: str,
+    redirector: str | None,
+) -> list[ResolvedInput]:
+    """The resolved inputs of one ``files`` list (``@lists`` from *files*)."""
+    return resolve_inputs(
+        entries,
+        lists={f.name: f.data for f in files},
+        dataset=lambda name: _dataset_path(service, caller.key, name),
+        list_dir=str(job_paths(service.settings.data_dir, job_id).input),
+        redirector=redirector,
+    )
+
+
 def _resolve_all(
     service: JobService,
     caller: Principal,
@@ -107,16 +175,9 @@ def _resolve_all(
     job_id: str,
 ) -> list[list[ResolvedInput]]:
     """The resolved inputs of each dataset of the spec, in order."""
-    lists = {f.name: f.data for f in files}
-    list_dir = str(job_paths(service.settings.data_dir, job_id).input)
+    redirector = _data_field(spec, checked, "redirector")
     return [
-        resolve_inputs(
-            entries,
-            lists=lists,
-            dataset=lambda name: _dataset_path(service, caller.key, name),
-            list_dir=list_dir,
-            redirector=_data_field(spec, checked, "redirector"),
-        )
+        _resolve(service, caller, entries, files, job_id, redirector)
         for entries in _dataset_files(spec, checked)
     ]
 
@@ -235,10 +296,6 @@ def _data_field(spec: PipelineSpec | None, checked: object, name: str) -> str | 
         data = _as_dict(checked).get("data")
         value = data.get(name) if isinstance(data, dict) else None
     return value if isinstance(value, str) and value else None
-
-
-def _remote_data_options(spec: PipelineSpec | None, checked: object) -> bool:
-    return any(_data_field(spec, checked, n) for n in ("redirector", "xrootd_proxy"))
 
 
 def _with_inputs(spec: PipelineSpec, resolved: Sequence[Sequence[ResolvedInput]]) -> PipelineSpec:

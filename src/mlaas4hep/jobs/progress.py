@@ -22,6 +22,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "message": (str,),
 }
 _MAX_METRICS = 32
+_MAX_MERGED_METRICS = 64  # a job cannot grow its stored progress without bound
 _MAX_TEXT = 200
 _MAX_LINE = 64 * 1024
 
@@ -53,9 +54,13 @@ def parse_line(line: str) -> dict[str, Any] | None:
 
 
 def merge(previous: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any]:
-    """Fold *update* into *previous* (metrics are merged key by key)."""
+    """Fold *update* into *previous* (metrics are merged key by key, at most
+    ``_MAX_MERGED_METRICS`` names in all: later new names are dropped, known ones update)."""
     merged = dict(previous or {})
-    metrics = {**merged.get("metrics", {}), **update.get("metrics", {})}
+    metrics = dict(merged.get("metrics", {}))
+    for name, value in update.get("metrics", {}).items():
+        if name in metrics or len(metrics) < _MAX_MERGED_METRICS:
+            metrics[name] = value
     merged.update(update)
     if metrics:
         merged["metrics"] = metrics

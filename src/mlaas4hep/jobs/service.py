@@ -22,6 +22,7 @@ import yaml
 from mlaas4hep.config import Settings
 from mlaas4hep.documents import load_yaml
 from mlaas4hep.errors import NotFound, PayloadTooLarge, SpecError
+from mlaas4hep.jobs.apply_job import PinnedModel, copy_model
 from mlaas4hep.jobs.credentials import store_token
 from mlaas4hep.jobs.datasets import DatasetStore
 from mlaas4hep.jobs.layout import JobPaths, job_paths, remove_tree, safe_name
@@ -123,7 +124,7 @@ class JobService:
             return earlier, False
         paths = job_paths(self.settings.data_dir, submission.job_id)
         spec = _module_in_input(submission.document, paths, submission.files)
-        self._write_input(paths, spec, submission.files)
+        self._write_input(paths, spec, submission.files, submission.model)
         if token:
             store_token(paths, token)
         new = dataclasses.replace(
@@ -164,16 +165,27 @@ class JobService:
             raise SpecError(msg)
 
     def _write_input(
-        self, paths: JobPaths, spec: dict[str, Any], files: Sequence[UserFile]
+        self,
+        paths: JobPaths,
+        spec: dict[str, Any],
+        files: Sequence[UserFile],
+        model: PinnedModel | None = None,
     ) -> None:
-        # Written beside the final place and renamed: a claimable job always has its input.
+        # Written beside the final place and renamed: a claimable job always has its input
+        # (an apply job's model bundle included).
         tmp = paths.root.with_name(f".{paths.root.name}.tmp")
         remove_tree(tmp)
         (tmp / "input").mkdir(parents=True)
         (tmp / "logs").mkdir()
-        (tmp / "input" / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-        for f in files:
-            (tmp / "input" / f.name).write_bytes(f.data)
+        try:
+            (tmp / "input" / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+            for f in files:
+                (tmp / "input" / f.name).write_bytes(f.data)
+            if model is not None:
+                copy_model(self.settings, model, tmp / "input")
+        except BaseException:
+            remove_tree(tmp)
+            raise
         os.replace(tmp, paths.root)
 
     # ---- read ----------------------------------------------------------------------------

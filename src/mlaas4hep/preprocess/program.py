@@ -8,14 +8,20 @@ It does no I/O; ``preprocess.pipeline`` streams the data through it.
 Order on a chunk: object selections (``select``, which also update the ``nC`` counter),
 then ``define`` in order, then the ``cuts`` (an event is kept when it passes all), then
 features, label, weight and split on the kept events.
+
+Apply mode (``Program(spec, purpose="apply")``, for scoring any tree with a trained
+model's preprocessing): labels, weights and the split are not evaluated nor read, and
+``apply`` keeps entry alignment: an ``AppliedChunk`` has a pass mask over every event of
+the chunk, the features of the passing ones, and the identifiers of every event in their
+original dtypes (never through float32).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import awkward as ak
 import numpy as np
@@ -49,6 +55,15 @@ class ChunkResult:
     dataset: str = ""  # the dataset the chunk came from
 
 
+@dataclass(frozen=True)
+class AppliedChunk:
+    """One chunk in apply mode: every event of the chunk, in order."""
+
+    X: np.ndarray[Any, Any]  # float32 (passed.sum(), n_features): the passing events only
+    passed: np.ndarray[Any, Any]  # bool (n,): the event passes every cut (and has finite X)
+    ids: dict[str, np.ndarray[Any, Any]]  # identifier -> (n,) in the branch's own dtype
+
+
 def _parse(text: str, where: str) -> Expr:
     try:
         return parse(text)
@@ -59,8 +74,17 @@ def _parse(text: str, where: str) -> Expr:
 class Program:
     """The compiled preprocessing of a ``PipelineSpec`` (see the module docstring)."""
 
-    def __init__(self, spec: PipelineSpec) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        *,
+        purpose: Literal["train", "apply"] = "train",
+        identifiers: Sequence[str] | None = None,
+    ) -> None:
+        """*identifiers*: the id branches read (default ``spec.data.identifiers``)."""
         self.spec = spec
+        self.purpose = purpose
+        self.identifiers = list(spec.data.identifiers if identifiers is None else identifiers)
         pre = spec.preprocess
         self.labels: LabelPlan = plan_labels(spec)
         self.names = feature_names(pre.features)
@@ -69,17 +93,19 @@ class Program:
         self.cuts = [
             (c.name, _parse(c.expr, f"preprocess.cuts[{i}]")) for i, c in enumerate(pre.cut_list())
         ]
-        self.label = _parse(pre.label, "preprocess.label") if pre.label else None
-        self.weight = _parse(pre.weight, "preprocess.weight") if pre.weight else None
+        training = purpose == "train"  # applying needs no label, weight or split
+        self.label = _parse(pre.label, "preprocess.label") if pre.label and training else None
+        self.weight = _parse(pre.weight, "preprocess.weight") if pre.weight and training else None
         self.dataset_weights = {
             d.name: _parse(d.weight, f"data.datasets[{d.name}].weight")
             for d in spec.data.datasets
-            if d.weight
+            if d.weight and training
         }
         self.feature_cols = list(pre.features.scalars) + [
             c for coll, obj in pre.features.objects.items() for c in object_columns(coll, obj)
         ]
         self.types: dict[str, Type] | None = None
+        self._layouts: dict[str, str] = {}  # input column -> its type, set by bind
         self._where = {id(e): w for w, e in self._all_exprs()}
 
     def _all_exprs(self) -> list[tuple[str, Expr]]:
@@ -111,7 +137,7 @@ class Program:
         an earlier define, and ``SpecError`` for a feature or identifier that is missing.
         """
         avail = set(available)
-        needed: set[str] = set(self.spec.data.identifiers)
+        needed: set[str] = set(self.identifiers)
         for where, e in (("preprocess.select." + c, e) for c, e in self.selects.items()):
             needed |= self._resolve(e, where, avail, set())
         known: set[str] = set()
@@ -154,6 +180,7 @@ class Program:
     def bind(self, columns: Mapping[str, Any]) -> None:
         """Type-check every expression against the column types of a first chunk."""
         types = {name: type_of_column(name, col) for name, col in columns.items()}
+        self._layouts = {name: _layout_of(col) for name, col in columns.items()}
         for coll, e in self.selects.items():
             t = _checked(e, types, f"preprocess.select.{coll}")
             if t.kind != "object" or t.dtype != "bool":
@@ -172,6 +199,11 @@ class Program:
                 raise ExpressionError(f"{where} must be a condition, got {t}: {e.text!r}")
         self._check_features(types)
         self.types = types
+
+    def input_types(self) -> dict[str, str]:
+        """Branch -> type (``"uint64"``, ``"var * float32"``) of every input column once
+        bound (empty before)."""
+        return dict(sorted(self._layouts.items()))
 
     def _check_features(self, types: Mapping[str, Type]) -> None:
         for name in self.spec.preprocess.features.scalars:
@@ -227,6 +259,43 @@ class Program:
         result = self._finite(X, y, w, split, n, tuple(passed), nonfinite)
         return dataclasses.replace(result, dataset=dataset.name)
 
+    def apply(self, columns: Mapping[str, Any]) -> AppliedChunk:
+        """Process one chunk for scoring: every event kept, with a pass mask (see module doc).
+
+        Events with a NaN/inf feature fail too when ``preprocess.nonfinite`` is ``drop``
+        (training dropped them); with ``error`` they raise ``DataQualityError``, as in
+        training.
+        """
+        if self.types is None:
+            self.bind(columns)
+        n = len(next(iter(columns.values()))) if columns else 0
+        ids = {i: np.asarray(_event_or_object(columns[i])) for i in self.identifiers}
+        env = {k: _event_or_object(v) for k, v in columns.items()}
+        self._select(env)
+        for name, e in self.defines.items():
+            env[name] = _broadcast(self._eval(e, env), n)
+        keep = np.ones(n, dtype=bool)
+        for _, e in self.cuts:
+            keep &= _broadcast(self._eval(e, env), n).astype(bool)
+        index = np.flatnonzero(keep)
+        kept = {
+            k: env[k] if isinstance(env[k], ak.Array) else np.asarray(env[k]).take(index)
+            for k in self.feature_cols
+        }
+        X = build_matrix(kept, self.spec.preprocess.features, keep)
+        counts: dict[str, int] = {}
+        bad = _nonfinite_rows(X, self.names, counts)
+        if bad is not None:
+            if self.spec.preprocess.nonfinite != "drop":
+                msg = (
+                    f"features {sorted(counts)} are NaN/inf for {int(bad.sum())} passing "
+                    "event(s) and the model's spec says preprocess.nonfinite: error"
+                )
+                raise DataQualityError(msg)
+            keep[index[bad]] = False
+            X = X[~bad]
+        return AppliedChunk(X, keep, ids)
+
     def _select(self, env: dict[str, Any]) -> None:
         for coll, e in self.selects.items():
             mask = self._eval(e, env)
@@ -241,7 +310,7 @@ class Program:
                 env["n" + coll] = np.asarray(counts).astype(env["n" + coll].dtype)
 
     def _after_cut_columns(self) -> set[str]:
-        cols = set(self.feature_cols) | set(self.spec.data.identifiers)
+        cols = set(self.feature_cols) | set(self.identifiers)
         for _, e in self._late_exprs()[len(self.cuts) :]:
             cols |= e.names()
         return cols
@@ -310,6 +379,13 @@ def _nonfinite_rows(
     for j in np.flatnonzero(bad.any(axis=0)):
         counts[names[j]] = int(bad[:, j].sum())
     return np.asarray(bad.any(axis=1))
+
+
+def _layout_of(column: Any) -> str:
+    """The type of a column as awkward writes it, without the length (``var * float32``)."""
+    if isinstance(column, np.ndarray):
+        return str(column.dtype)
+    return str(ak.type(column).content)
 
 
 def _checked(e: Expr, types: Mapping[str, Type], where: str) -> Type:

@@ -19,11 +19,11 @@ import tempfile
 from pathlib import Path, PurePath
 from typing import IO
 
+from mlaas4hep.artifact import METADATA_FILE, MODEL_FILE
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import PermissionDenied, SpecError
 from mlaas4hep.serve.archive import ArchiveLimits, extract_tar
 from mlaas4hep.serve.dataplane import DataPlane
-from mlaas4hep.serve.metadata import METADATA_FILE, MODEL_FILE
 from mlaas4hep.serve.ownership import OwnerRecord, denied_message, parse_sharing
 from mlaas4hep.serve.repository import ModelRepository, check_model_name
 from mlaas4hep.serve.runtime import OnnxModel

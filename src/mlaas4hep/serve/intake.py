@@ -23,8 +23,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
+from mlaas4hep.artifact import MODEL_FILE
+from mlaas4hep.artifact import PUBLISHED_FILES as ARTIFACT_FILES
 from mlaas4hep.errors import SpecError
-from mlaas4hep.serve.metadata import ARTIFACT_FILES, MODEL_FILE
 
 _CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -17,9 +17,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlaas4hep.artifact import MODEL_FILE
 from mlaas4hep.errors import Mlaas4hepError, NotFound, SpecError, closest
 from mlaas4hep.serve.batching import Batcher
-from mlaas4hep.serve.metadata import MODEL_FILE, ModelMetadata
+from mlaas4hep.serve.metadata import ModelMetadata
 from mlaas4hep.serve.metrics import InferenceMetrics
 from mlaas4hep.serve.repository import ModelConfig, ModelRepository
 from mlaas4hep.serve.runtime import OnnxModel

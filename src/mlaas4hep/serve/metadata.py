@@ -20,23 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from mlaas4hep.documents import load_json
-from mlaas4hep.errors import DocumentError, PayloadTooLarge, SpecError
-
-FORMAT = "mlaas4hep-model/1"
-MODEL_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
-#: metadata.json comes from users (uploads, jobs): parsed with size and depth caps.
-MAX_METADATA_BYTES = 1024 * 1024
-# What a published version keeps of a bundle (checkpoints, plots, ... stay behind).
-ARTIFACT_FILES = (
-    MODEL_FILE,
+from mlaas4hep.artifact import (
+    MAX_DOCUMENT_BYTES,
     METADATA_FILE,
-    "metrics.json",
-    "features.json",
-    "spec.yaml",
-    "README.md",
+    METADATA_FORMAT,
+    read_document,
 )
+from mlaas4hep.errors import SpecError
+
+FORMAT = METADATA_FORMAT
+#: metadata.json comes from users (uploads, jobs): parsed with size and depth caps.
+MAX_METADATA_BYTES = MAX_DOCUMENT_BYTES
 
 # V2 datatype name <-> numpy dtype. BYTES is not served: our models take numbers.
 V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
@@ -165,11 +159,7 @@ def read_metadata(version_dir: Path) -> ModelMetadata | None:
     path = version_dir / METADATA_FILE
     if not path.is_file():
         return None
-    try:
-        data = load_json(path.read_bytes(), what=repr(str(path)), limit=MAX_METADATA_BYTES)
-    except (OSError, DocumentError, PayloadTooLarge) as exc:
-        msg = f"cannot read {str(path)!r}: {exc}; write it as UTF-8 JSON (see docs/inference.md)"
-        raise SpecError(msg) from exc
+    data = read_document(path)
     if not isinstance(data, dict):
         msg = f"{str(path)!r} must hold a JSON object, got {type(data).__name__}"
         raise SpecError(msg)

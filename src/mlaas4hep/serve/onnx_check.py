@@ -5,8 +5,9 @@ ONNX lets a tensor keep its bytes in another file (``data_location: EXTERNAL`` w
 someone else wrote (an upload, a job's result) could name any file the server can read
 (the issuer's key beside a symbolic link, say) and have its bytes come back through an
 ordinary inference request. Served models are therefore self-contained: the check walks
-every tensor (initializers, sparse initializers, node attributes, subgraphs of control-flow
-nodes, local functions and training-info graphs) and refuses the model at upload, at
+every tensor wherever it sits (found by protobuf reflection: initializers, sparse tensors,
+node attributes, subgraphs, local functions and their attribute defaults, training-info
+graphs) and refuses the model at upload, at
 publish and at load. Sessions are created from the checked bytes, never from a path, so
 ONNX Runtime has no directory to resolve a file name against either.
 """
@@ -14,6 +15,7 @@ ONNX Runtime has no directory to resolve a file name against either.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import onnx
 
@@ -42,35 +44,23 @@ def check_self_contained(data: bytes, where: str = "the model") -> None:
 
 
 def _tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
-    """Every tensor of the model with a word on where it sits (iterative: no recursion)."""
-    graphs: list[tuple[str, onnx.GraphProto]] = [("the main graph", model.graph)]
-    for info in model.training_info:
-        graphs.append(("a training-info graph", info.initialization))
-        graphs.append(("a training-info graph", info.algorithm))
-    nodes: list[tuple[str, onnx.NodeProto]] = [
-        (f"function {f.name!r}", n) for f in model.functions for n in f.node
-    ]
-    while graphs or nodes:
-        while graphs:
-            where, graph = graphs.pop()
-            where = f"graph {graph.name!r}" if graph.name else where
-            for tensor in graph.initializer:
-                yield where, tensor
-            for sparse in graph.sparse_initializer:
-                yield where, sparse.values
-                yield where, sparse.indices
-            nodes.extend((where, n) for n in graph.node)
-        while nodes:
-            where, node = nodes.pop()
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield f"node {node.name!r}", attr.t
-                for tensor in attr.tensors:
-                    yield f"node {node.name!r}", tensor
-                sparse_list = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
-                for sparse in [*sparse_list, *attr.sparse_tensors]:
-                    yield f"node {node.name!r}", sparse.values
-                    yield f"node {node.name!r}", sparse.indices
-                if attr.HasField("g"):
-                    graphs.append((f"node {node.name!r}", attr.g))
-                graphs.extend((f"node {node.name!r}", g) for g in attr.graphs)
+    """Every tensor anywhere in the model, with the path of fields that leads to it.
+
+    A walk over protobuf reflection, not a hand list of places: function attribute
+    defaults (``FunctionProto.attribute_proto``), sparse tensors, subgraphs of
+    subgraphs and whatever a later ONNX version adds are all found. Iterative: a model
+    nested deeper than Python's recursion limit cannot crash the check.
+    """
+    stack: list[tuple[str, Any]] = [("the model", model)]  # protobuf messages
+    while stack:
+        where, message = stack.pop()
+        if isinstance(message, onnx.TensorProto):
+            yield where, message
+        for field, value in message.ListFields():
+            if field.message_type is None:
+                continue
+            inner = f"{where}/{field.name}"
+            if hasattr(value, "ListFields"):  # one message
+                stack.append((inner, value))
+            else:  # a repeated field of messages
+                stack.extend((inner, item) for item in value)

@@ -29,9 +29,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path, PurePath
 from typing import Any
 
+from mlaas4hep.artifact import MODEL_FILE
 from mlaas4hep.errors import Conflict, NotFound, SpecError, closest
 from mlaas4hep.serve.intake import IntakeLimits, copy_artifacts, read_regular
-from mlaas4hep.serve.metadata import MODEL_FILE
 from mlaas4hep.serve.onnx_check import check_self_contained
 from mlaas4hep.serve.ownership import ModelOwners
 from mlaas4hep.serve.settings import BatchPolicy

@@ -20,12 +20,19 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from mlaas4hep.artifact import (
+    METRICS_FILE,
+    MODEL_FILE,
+    PROP_CLASS_NAMES,
+    PROP_FEATURES,
+    PROP_SPEC_HASH,
+    PROP_TASK,
+)
 from mlaas4hep.documents import load_json
 from mlaas4hep.errors import PayloadTooLarge, SpecError
 from mlaas4hep.serve.intake import IntakeLimits, read_regular
 from mlaas4hep.serve.metadata import (
     MAX_METADATA_BYTES,
-    MODEL_FILE,
     ORT_TO_V2,
     ModelMetadata,
     TensorSpec,
@@ -37,6 +44,10 @@ Tensors = dict[str, np.ndarray[Any, Any]]
 MAX_MODEL_BYTES = IntakeLimits().max_model_bytes
 
 
+_EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+_NO_FOLDER = "/nonexistent/mlaas4hep-models-carry-no-external-data"
+
+
 def session_options(threads: int) -> ort.SessionOptions:
     """Session options tuned for serving on a few cores."""
     opts = ort.SessionOptions()
@@ -46,6 +57,10 @@ def session_options(threads: int) -> ort.SessionOptions:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Defence in depth behind onnx_check: sessions are built from bytes, and ORT would
+    # resolve an external-data file name against the process's working directory. Point
+    # it at a directory that does not exist, so no file can ever be named.
+    opts.add_session_config_entry(_EXTERNAL_FOLDER_KEY, _NO_FOLDER)
     opts.log_severity_level = 3
     return opts
 
@@ -139,12 +154,12 @@ def _graph_metadata(session: ort.InferenceSession, version_dir: Path) -> ModelMe
     return ModelMetadata(
         inputs=tuple(spec(a) for a in session.get_inputs()),
         outputs=tuple(spec(a) for a in session.get_outputs()),
-        feature_names=tuple(_json_list(props.get("mlaas4hep.features"))),
-        labels=tuple(_json_list(props.get("mlaas4hep.class_names"))),
-        spec_hash=props.get("mlaas4hep.spec_hash"),
-        metrics=_bundle_metrics(version_dir / "metrics.json"),
+        feature_names=tuple(_json_list(props.get(PROP_FEATURES))),
+        labels=tuple(_json_list(props.get(PROP_CLASS_NAMES))),
+        spec_hash=props.get(PROP_SPEC_HASH),
+        metrics=_bundle_metrics(version_dir / METRICS_FILE),
         created=datetime.fromtimestamp(model_file.stat().st_mtime, UTC).isoformat(),
-        description=f"task: {props['mlaas4hep.task']}" if "mlaas4hep.task" in props else "",
+        description=f"task: {props[PROP_TASK]}" if PROP_TASK in props else "",
     )
 
 
@@ -159,7 +174,7 @@ def _json_list(text: str | None) -> list[str]:
 def _bundle_metrics(path: Path) -> dict[str, Any]:
     """Scalar test metrics of a training bundle's ``metrics.json`` (empty if none)."""
     try:
-        doc = load_json(path.read_bytes(), what="metrics.json", limit=MAX_METADATA_BYTES)
+        doc = load_json(path.read_bytes(), what=METRICS_FILE, limit=MAX_METADATA_BYTES)
     except (OSError, ValueError, PayloadTooLarge):  # a job wrote it: hostile until parsed
         return {}
     if not isinstance(doc, dict):

@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from mlaas4hep.serve.metadata import MODEL_FILE, ModelMetadata, TensorSpec, write_metadata
+from mlaas4hep.artifact import MODEL_FILE
+from mlaas4hep.serve.metadata import ModelMetadata, TensorSpec, write_metadata
 
 BENCH_LAYERS = (42, 128, 128, 128, 64, 64, 1)
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlaas4hep import artifact
+from mlaas4hep.artifact import MODEL_FILE, BundleFeatures
 from mlaas4hep.errors import TrainingError
 from mlaas4hep.train.atomic import atomic_write_text
 
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
     from mlaas4hep.preprocess.pipeline import FeatureInfo
     from mlaas4hep.spec import PipelineSpec
 
-MODEL_FILE = "model.onnx"
-METADATA_FORMAT = "mlaas4hep-model/1"
 # ONNX TensorProto element types our exported graphs use -> Open Inference Protocol names.
 _V2_DATATYPES = {1: "FP32", 11: "FP64", 7: "INT64", 6: "INT32", 9: "BOOL"}
 
@@ -60,20 +60,26 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
-def features_document(info: FeatureInfo) -> dict[str, Any]:
-    """The input contract of the model (``features.json``)."""
-    return {
-        "input": "features",
-        "output": "scores",
-        "features": list(info.names),
-        "task": info.task,
-        "n_classes": info.n_classes,
-        "class_names": list(info.class_names),
-        "normalize": info.normalize,
-        "offset": np.asarray(info.offset),
-        "scale": np.asarray(info.scale),
-        "note": "send raw feature values in this order; normalisation is inside model.onnx",
-    }
+def features_document(
+    info: FeatureInfo, spec: PipelineSpec, branches: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The input contract of the model (``features.json``, ``artifact.BundleFeatures``).
+
+    *branches*: input branch -> type, as the preprocessing bound them (empty when unknown).
+    """
+    doc = BundleFeatures(
+        features=tuple(info.names),
+        task=info.task,
+        n_classes=info.n_classes,
+        class_names=tuple(info.class_names),
+        normalize=info.normalize,
+        offset=tuple(float(v) for v in np.asarray(info.offset)),
+        scale=tuple(float(v) for v in np.asarray(info.scale)),
+        identifiers=tuple(spec.data.identifiers),
+        branches=dict(branches or {}),
+        tree=spec.data.tree,
+    )
+    return doc.to_json()
 
 
 def write_bundle(
@@ -82,15 +88,17 @@ def write_bundle(
     info: FeatureInfo,
     metrics: dict[str, Any],
     cutflow: Sequence[dict[str, Any]],
+    branches: Mapping[str, str] | None = None,
 ) -> None:
     """Write spec.yaml, features.json, stats.json, metrics.json and README.md into ``out``."""
-    atomic_write_text(out / "spec.yaml", spec.to_yaml())
-    write_json(out / "features.json", features_document(info))
-    write_json(out / "stats.json", {"stats": info.stats, "cutflow": list(cutflow)})
-    write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "README.md", model_card(spec, info, metrics, cutflow))
+    atomic_write_text(out / artifact.SPEC_FILE, spec.to_yaml())
+    write_json(out / artifact.FEATURES_FILE, features_document(info, spec, branches))
+    write_json(out / artifact.STATS_FILE, {"stats": info.stats, "cutflow": list(cutflow)})
+    write_json(out / artifact.METRICS_FILE, metrics)
+    atomic_write_text(out / artifact.CARD_FILE, model_card(spec, info, metrics, cutflow))
     if (out / MODEL_FILE).is_file():
-        write_json(out / "metadata.json", metadata_document(out / MODEL_FILE, spec, info, metrics))
+        document = metadata_document(out / MODEL_FILE, spec, info, metrics)
+        write_json(out / artifact.METADATA_FILE, document)
 
 
 def metadata_document(
@@ -102,7 +110,7 @@ def metadata_document(
     graph = onnx.load(str(model), load_external_data=False).graph
     test = metrics.get("test", {})
     return {
-        "format": METADATA_FORMAT,
+        "format": artifact.METADATA_FORMAT,
         "inputs": [_tensor(t) for t in graph.input],
         "outputs": [_tensor(t) for t in graph.output],
         "feature_names": list(info.names),
@@ -199,16 +207,25 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
 def _query_section(name: str, info: FeatureInfo) -> str:
     n = len(info.names)
     example = json.dumps(
-        {"inputs": [{"name": "features", "shape": [1, n], "datatype": "FP32", "data": [0.0] * n}]}
+        {
+            "inputs": [
+                {
+                    "name": artifact.INPUT_TENSOR,
+                    "shape": [1, n],
+                    "datatype": "FP32",
+                    "data": [0.0] * n,
+                }
+            ]
+        }
     )
     return (
-        "## How to query it\n\nInput `features`: FP32, shape `[batch, "
-        f"{n}]`, raw values in the feature order above. Output `scores`: "
+        f"## How to query it\n\nInput `{artifact.INPUT_TENSOR}`: FP32, shape `[batch, "
+        f"{n}]`, raw values in the feature order above. Output `{artifact.OUTPUT_TENSOR}`: "
         f"{_scores_doc(info)}.\n\nOpen Inference Protocol (V2):\n\n```\n"
         f"curl -H 'Authorization: Bearer $TOKEN' -d '{example}' \\\n"
         f"     http://127.0.0.1:8000/v2/models/{name}/infer\n```\n\n"
-        f"Locally: `onnxruntime.InferenceSession('{MODEL_FILE}').run(['scores'], "
-        "{'features': X})`.\n"
+        f"Locally: `onnxruntime.InferenceSession('{MODEL_FILE}').run(['{artifact.OUTPUT_TENSOR}'], "
+        f"{{'{artifact.INPUT_TENSOR}': X}})`.\n"
     )
 
 

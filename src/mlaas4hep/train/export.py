@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from mlaas4hep import artifact
 from mlaas4hep.errors import TrainingError
 from mlaas4hep.train.atomic import temp_path_for
 from mlaas4hep.train.engine import Engine
@@ -31,19 +32,19 @@ from mlaas4hep.train.stream import BatchSource, Split, check_finite
 if TYPE_CHECKING:
     from mlaas4hep.preprocess.pipeline import FeatureInfo
 
-INPUT = "features"
+INPUT = artifact.INPUT_TENSOR
 PARITY_TOLERANCE = 1e-4
 
 
 def onnx_metadata(info: FeatureInfo, extra: dict[str, str] | None = None) -> dict[str, str]:
     """What a server needs to describe the model: features, task, classes, normalisation."""
     meta = {
-        "mlaas4hep.features": json.dumps(list(info.names)),
-        "mlaas4hep.task": info.task,
-        "mlaas4hep.class_names": json.dumps(list(info.class_names)),
-        "mlaas4hep.normalize": info.normalize,
-        "mlaas4hep.input": INPUT,
-        "mlaas4hep.output": SCORES,
+        artifact.PROP_FEATURES: json.dumps(list(info.names)),
+        artifact.PROP_TASK: info.task,
+        artifact.PROP_CLASS_NAMES: json.dumps(list(info.class_names)),
+        artifact.PROP_NORMALIZE: info.normalize,
+        artifact.PROP_INPUT: INPUT,
+        artifact.PROP_OUTPUT: SCORES,
     }
     return meta | (extra or {})
 
@@ -115,7 +116,9 @@ def parity_pass(
             continue
         check_finite(batch, info.names, split)
         native = engine.predict(batch.X)
-        (onnx_scores,) = sess.run([SCORES], {INPUT: np.ascontiguousarray(batch.X, np.float32)})
+        (onnx_scores,) = sess.run(
+            [SCORES], {INPUT: np.ascontiguousarray(batch.X, artifact.INPUT_DTYPE)}
+        )
         if onnx_scores.shape != native.shape:
             msg = f"ONNX scores have shape {onnx_scores.shape}, native {native.shape}"
             raise TrainingError(msg)

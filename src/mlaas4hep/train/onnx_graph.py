@@ -13,9 +13,10 @@ from typing import Any
 import onnx
 from onnx import TensorProto, helper
 
+from mlaas4hep.artifact import OUTPUT_TENSOR
 from mlaas4hep.errors import TrainingError
 
-SCORES = "scores"
+SCORES = OUTPUT_TENSOR
 _DEFAULT_OPSET = 15
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlaas4hep.artifact import CHECKPOINTS_DIR, MODEL_FILE, PROP_SPEC_HASH
 from mlaas4hep.errors import Conflict, DataQualityError, TrainingError
 from mlaas4hep.train import plots
-from mlaas4hep.train.bundle import MODEL_FILE, write_bundle
+from mlaas4hep.train.bundle import write_bundle
 from mlaas4hep.train.engine import Engine, EngineContext, create_engine
 from mlaas4hep.train.evaluate import ScoreAccumulator
 from mlaas4hep.train.export import PARITY_TOLERANCE, export_onnx, parity_pass, session
@@ -109,7 +110,7 @@ def run_source(
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     ctx.work_dir.mkdir(parents=True)
     config = LoopConfig(
-        spec.train, spec.spec_hash(), out / "checkpoints",
+        spec.train, spec.spec_hash(), out / CHECKPOINTS_DIR,
         has_validation=spec.preprocess.split.validation > 0, checkpoint_every_s=checkpoint_every_s,
     )  # fmt: skip
     cache = CachingSource(
@@ -119,7 +120,7 @@ def run_source(
     shutil.rmtree(cache.directory, ignore_errors=True)  # only training reads it
     result = _evaluate(spec, source, info, out, trained, progress)
     result.metrics["seconds"] = round(time.monotonic() - started, 3)
-    write_bundle(out, spec, info, result.metrics, source.cutflow())
+    write_bundle(out, spec, info, result.metrics, source.cutflow(), _branch_types(source))
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     parity = result.metrics["onnx"]
     if not parity["ok"]:
@@ -175,7 +176,7 @@ def _evaluate(
     split: Split = "test" if spec.preprocess.split.test > 0 else "validation"
     progress(Progress("export", message=f"exporting {MODEL_FILE}"))
     model_path = out / MODEL_FILE
-    export_onnx(trained.engine, model_path, info, {"mlaas4hep.spec_hash": spec.spec_hash()})
+    export_onnx(trained.engine, model_path, info, {PROP_SPEC_HASH: spec.spec_hash()})
     progress(Progress("evaluate", message=f"scoring the {split} split"))
     parity = parity_pass(trained.engine, session(model_path), source, info, split)
     test = _checked_metrics(parity.scores, split)
@@ -199,9 +200,16 @@ def _evaluate(
     return RunResult(out, model_path, metrics, history, tuple(made))
 
 
+def _branch_types(source: FeatureSource) -> dict[str, str]:
+    """Input branch -> type as the preprocessing bound them (a ``Preprocessor``; else {})."""
+    program = getattr(source, "program", None)
+    types = getattr(program, "input_types", None)
+    return dict(types()) if callable(types) else {}
+
+
 def _prepare_out_dir(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    latest = out / "checkpoints" / "latest.json"
+    latest = out / CHECKPOINTS_DIR / "latest.json"
     if latest.exists() and not resume:
         msg = (
             f"{str(out)!r} already holds a run (checkpoints/latest.json); resume it with "

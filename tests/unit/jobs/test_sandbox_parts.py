@@ -236,3 +236,36 @@ def test_empty_cgroups_of_lost_attempts_are_removed_later(tmp_path: Path) -> Non
     assert not old.exists()
     assert busy.exists()
     assert fresh.exists()  # may be an attempt between mkdir and join
+
+
+def test_job_output_is_read_in_bounded_pieces() -> None:
+    import io
+
+    from mlaas4hep.jobs.attempt import LINE_CAP, _lines
+
+    stream = io.BytesIO(b"A" * (3 * LINE_CAP + 5) + b"\nshort\n")
+    pieces = list(_lines(stream))
+    assert max(len(p) for p in pieces) <= LINE_CAP
+    assert b"".join(pieces) == b"A" * (3 * LINE_CAP + 5) + b"\nshort\n"
+
+
+def test_merged_progress_metrics_are_capped() -> None:
+    from mlaas4hep.jobs.progress import merge
+
+    merged: dict[str, object] | None = None
+    for i in range(100):
+        merged = merge(merged, {"metrics": {f"m{i}_{j}": 1.0 for j in range(32)}})
+    assert merged is not None
+    assert len(merged["metrics"]) == 64  # type: ignore[arg-type]
+    merged = merge(merged, {"metrics": {"m0_0": 2.0}})
+    assert merged["metrics"]["m0_0"] == 2.0  # type: ignore[index]
+
+
+def test_failure_reasons_carry_no_terminal_escapes() -> None:
+    from mlaas4hep.config import JobLimits
+    from mlaas4hep.jobs.limits import exit_reason
+
+    reason = exit_reason(2, "boom\n\x1b[2J\x1b[31mred alert\x07\n", JobLimits())
+    assert "\x1b" not in reason
+    assert "\x07" not in reason
+    assert "red alert" in reason

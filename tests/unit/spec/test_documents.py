@@ -145,3 +145,18 @@ def test_job_output_json_readers_survive_deep_documents() -> None:
 
     assert parse_line('{"a":' * 100_000 + "1" + "}" * 100_000) is None
     assert parse_line('{"epoch": 3, "epochs": 10}') == {"epoch": 3, "epochs": 10}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "\x00",  # the reader refuses control characters in its constructor
+        "name: a\x07b",
+        "epochs: " + "9" * 5000,  # over Python's int_max_str_digits
+        "when: 2001-13-45",  # a YAML timestamp out of range
+    ],
+    ids=["nul", "bell", "huge-int", "bad-date"],
+)
+def test_unreadable_values_are_document_errors(doc: str) -> None:
+    with pytest.raises(DocumentError):
+        load_yaml(doc, what="the spec", limit=1 << 20)

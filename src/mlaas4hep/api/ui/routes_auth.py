@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -22,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlaas4hep.api.ui.oidc import LoginFlow, OidcClient
 from mlaas4hep.api.ui.pages import Pages
+from mlaas4hep.api.ui.peer import peer_uid
 from mlaas4hep.api.ui.revocations import RevokedSessions
 from mlaas4hep.api.ui.session import (
     FLOW_COOKIE,
@@ -36,7 +38,7 @@ from mlaas4hep.api.ui.session import (
 from mlaas4hep.api.ui.settings import UiSettings
 from mlaas4hep.auth.local_issuer import LocalIssuer
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import AuthError
+from mlaas4hep.errors import AuthError, PermissionDenied
 
 #: What the local single user may do: the CLI's ``mlaas4hep token`` default set.
 LOCAL_SCOPES = (
@@ -66,6 +68,19 @@ class SignIn:
         return self.settings.local_user or getpass.getuser()
 
 
+def _same_account(request: Request) -> bool:
+    """The client socket belongs to the service's own uid (see :mod:`.peer`)."""
+    client, server = request.client, request.scope.get("server")
+    if client is None or not server:
+        return False
+    try:
+        uid = peer_uid((client.host, client.port), (str(server[0]), int(server[1])))
+    except ValueError:
+        # Not an IP address: an in-process ASGI transport (tests), no socket, no peer.
+        return True
+    return uid is not None and uid == os.geteuid()
+
+
 def auth_router(pages: Pages, sign_in: SignIn, route_class: type[APIRoute]) -> APIRouter:
     """``/ui/login``, ``/ui/login/local``, ``/ui/login/oidc``, ``/ui/login/callback``,
     ``/ui/logout``."""
@@ -93,6 +108,13 @@ def auth_router(pages: Pages, sign_in: SignIn, route_class: type[APIRoute]) -> A
         check_csrf(request, csrf_token)
         if sign_in.local is None:
             raise AuthError("local sign-in is off: this service uses an external issuer")
+        if not _same_account(request):
+            msg = (
+                "local sign-in is only for the account running the service (its browser on "
+                "this host); other accounts and sandboxed jobs sign in with a token: "
+                "mlaas4hep token --user NAME"
+            )
+            raise PermissionDenied(msg)
         lifetime = sign_in.settings.session_lifetime_s
         token = sign_in.local.mint(sign_in.local_user, LOCAL_SCOPES, lifetime_s=lifetime)
         response = RedirectResponse(safe_next(next), status_code=303)

@@ -1,0 +1,187 @@
+"""A trained model bundle, ready to score events with exactly its training preprocessing.
+
+``Model.load(bundle_dir)`` reads the bundle through ``mlaas4hep.artifact`` (``spec.yaml``,
+``features.json``, ``model.onnx``), compiles the spec's preprocessing in apply mode
+(selections, defines, cuts, object features, feature order; no labels, weights or split)
+and opens an ONNX Runtime session. ``predict(events)`` takes what uproot and coffea hold
+(an awkward record array, or a mapping of numpy/awkward arrays, one per branch) and
+returns numpy scores, one row per event, ``FILL_VALUE`` (NaN) where the event fails the
+cuts; ``evaluate`` also returns the pass mask.
+
+The name form (``NAME[:VERSION]`` of a model in the service) is resolved by the CLI, which
+owns the HTTP client (``mlaas4hep apply``); this package only reads files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from mlaas4hep import artifact
+from mlaas4hep.artifact import BundleFeatures
+from mlaas4hep.errors import DataQualityError, SpecError
+from mlaas4hep.preprocess.partitioned import chunk_columns
+from mlaas4hep.preprocess.program import Program
+from mlaas4hep.spec import PipelineSpec, load_spec
+
+#: Rows per ONNX Runtime call: large enough to amortise the call, small enough for cache.
+ORT_BATCH_ROWS = 65536
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores of a batch of events: ``scores`` (n, k) float32 and ``passed`` (n,) bool."""
+
+    scores: Array
+    passed: Array
+
+
+class Model:
+    """A model bundle: its preprocessing and its ONNX Runtime session (see module doc).
+
+    Not safe to share between threads while the first batch binds the column types.
+    """
+
+    def __init__(
+        self, bundle: Path, spec: PipelineSpec, features: BundleFeatures, session: Any
+    ) -> None:
+        self.bundle = bundle
+        self.spec = spec
+        self.features = features
+        self._session = session
+        self._program = Program(spec, purpose="apply", identifiers=[])
+        if tuple(self._program.names) != features.features:
+            msg = (
+                f"{str(bundle)!r}: the feature order of {artifact.SPEC_FILE} differs from "
+                f"{artifact.FEATURES_FILE}; the bundle is inconsistent, re-run `mlaas4hep run`"
+            )
+            raise SpecError(msg)
+        raw = spec.deploy.name if spec.deploy else spec.name
+        self.name = re.sub(r"\W", "_", raw)
+
+    @classmethod
+    def load(cls, source: str | Path, *, threads: int | None = None) -> Model:
+        """Load the bundle directory *source* (what ``mlaas4hep run`` writes).
+
+        Raises ``SpecError`` when it is not a bundle, naming the missing file.
+        """
+        bundle = Path(source).expanduser()
+        if not bundle.is_dir():
+            msg = (
+                f"model {str(source)!r} is not a bundle directory; give the output directory "
+                "of `mlaas4hep run` (for a model of the service, `mlaas4hep apply NAME[:VERSION]` "
+                "downloads it)"
+            )
+            raise SpecError(msg)
+        for name in (artifact.MODEL_FILE, artifact.SPEC_FILE, artifact.FEATURES_FILE):
+            if not (bundle / name).is_file():
+                msg = f"{str(bundle)!r} has no {name}; it is not a complete model bundle"
+                raise SpecError(msg)
+        spec = load_spec(bundle / artifact.SPEC_FILE)
+        features = artifact.read_features(bundle)
+        return cls(bundle, spec, features, _session(bundle / artifact.MODEL_FILE, threads))
+
+    # -- what the model needs and gives ------------------------------------------------
+
+    @property
+    def identifiers(self) -> tuple[str, ...]:
+        """The event identifiers of the training spec (``run``, ``event``, ...)."""
+        return self.features.identifiers or tuple(self.spec.data.identifiers)
+
+    @property
+    def tree(self) -> str | None:
+        return self.spec.data.tree
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """Score column names (``<name>_score``, one per class, or ``<name>_value``)."""
+        f = self.features
+        return artifact.output_columns(self.name, f.task, f.class_names)
+
+    @property
+    def pass_column(self) -> str:
+        return artifact.pass_column(self.name)
+
+    def branches(self, available: Any) -> list[str]:
+        """The branches to read, given the names present (SpecError for missing ones)."""
+        return self._program.branches(available)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def predict(self, events: Any) -> Array:
+        """Scores of every event: (n,) for binary and regression, (n, k) for multiclass.
+
+        *events*: an awkward record array or a mapping branch -> array (numpy or awkward).
+        Events failing the cuts score ``FILL_VALUE`` (NaN); see ``evaluate``.
+        """
+        scores = self.evaluate(events).scores
+        return scores if self.features.task == "multiclass" else scores[:, 0]
+
+    def passes(self, events: Any) -> Array:
+        """The bool mask of the events that pass the model's cuts."""
+        return self.evaluate(events).passed
+
+    def evaluate(self, events: Any) -> Scored:
+        """Scores (n, k) float32 and the pass mask of *events* (see ``predict``)."""
+        columns = _columns(events)
+        wanted = self.branches(columns)
+        return self.score_columns({k: columns[k] for k in wanted})
+
+    def score_columns(self, columns: Mapping[str, Any]) -> Scored:
+        """Score a chunk of columns that holds at least ``branches(...)``."""
+        applied = self._program.apply(columns)
+        n, k = len(applied.passed), self._width()
+        scores = np.full((n, k), artifact.FILL_VALUE, dtype=artifact.SCORE_DTYPE)
+        scores[applied.passed] = self.run_onnx(applied.X)
+        return Scored(scores, applied.passed)
+
+    def run_onnx(self, X: Array) -> Array:
+        """The ONNX model on a feature matrix, in batches of ``ORT_BATCH_ROWS`` rows."""
+        X = np.ascontiguousarray(X, dtype=artifact.INPUT_DTYPE)
+        out = np.empty((len(X), self._width()), dtype=artifact.SCORE_DTYPE)
+        for start in range(0, len(X), ORT_BATCH_ROWS):
+            rows = X[start : start + ORT_BATCH_ROWS]
+            (scores,) = self._session.run([artifact.OUTPUT_TENSOR], {artifact.INPUT_TENSOR: rows})
+            out[start : start + len(rows)] = np.asarray(scores).reshape(len(rows), -1)
+        return out
+
+    def _width(self) -> int:
+        return self.features.n_classes if self.features.task == "multiclass" else 1
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.features.task}, bundle={str(self.bundle)!r})"
+
+
+def _columns(events: Any) -> dict[str, Any]:
+    """Branch -> array from an awkward record array or a mapping (a coffea/uproot chunk)."""
+    if isinstance(events, ak.Array):
+        if not ak.fields(events):
+            msg = "events must be a record array (one field per branch) or a mapping of arrays"
+            raise DataQualityError(msg)
+        return chunk_columns(events)
+    if isinstance(events, Mapping):
+        return {str(k): v for k, v in events.items()}
+    msg = f"events must be an awkward Array or a mapping of arrays, got {type(events).__name__}"
+    raise DataQualityError(msg)
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    """An ONNX Runtime CPU session of the bundle's model."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own, unexported exception types
+        msg = f"ONNX Runtime cannot load {str(path)!r}: {exc}"
+        raise SpecError(msg) from exc
