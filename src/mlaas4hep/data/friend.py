@@ -165,6 +165,8 @@ class FriendWriter:
         self._entries += n
         if self._buffered >= BASKET_ENTRIES:
             self._flush()
+        else:  # held past this call: the caller may reuse its arrays, or views keep bases
+            self._buffer[-1] = {k: v.copy() for k, v in chunk.items()}
 
     def commit(self) -> Path:
         """Write what is buffered, close, fsync and rename onto ``path``; return ``path``.

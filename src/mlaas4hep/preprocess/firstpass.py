@@ -17,6 +17,7 @@ class Accumulator:
 
     def __init__(self, program: Program) -> None:
         self.program = program
+        self.shipped_types: dict[str, str] = {}  # set when received from another process
         self.stats = FeatureStats(len(program.names))
         self.ncuts = len(program.cuts)
         self.flow: dict[str, np.ndarray[Any, Any]] = {}  # dataset -> [read, pass cut 1, ...]
@@ -65,12 +66,22 @@ class Accumulator:
         return self
 
     def __getstate__(self) -> dict[str, Any]:
-        # Shipped between processes without the compiled program (the receiver has its own).
-        return {k: v for k, v in self.__dict__.items() if k != "program"}
+        # Shipped between processes without the compiled program (the receiver has its own),
+        # but with the input types it bound: the receiver may never see a chunk itself.
+        state = {k: v for k, v in self.__dict__.items() if k != "program"}
+        state["input_types"] = self.program.input_types() if self.program is not None else {}
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        types = state.pop("input_types", {})
         self.__dict__.update(state)
         self.program = None  # type: ignore[assignment]
+        self.shipped_types = types
+
+    def bound_types(self) -> dict[str, str]:
+        """The input types the program that filled this accumulator bound."""
+        return self.program.input_types() if self.program is not None else self.shipped_types
 
     def info(self) -> FeatureInfo:
         pre = self.program.spec.preprocess

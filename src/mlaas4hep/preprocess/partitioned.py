@@ -99,6 +99,7 @@ def first_pass(
     for accs in distributor.map_ordered(partial(fit_partition, spec, list(branches)), parts):
         for acc in accs:
             total.merge(acc)
+            program.learn_types(acc.bound_types())
     return total, list(dict.fromkeys(p.file for p in parts))
 
 

@@ -200,6 +200,12 @@ class Program:
         self._check_features(types)
         self.types = types
 
+    def learn_types(self, types: Mapping[str, str]) -> None:
+        """Take the input types another copy of this program bound (a Dask worker's), when
+        this one has bound none: the driver of a distributed pass never sees a chunk."""
+        if not self._layouts:
+            self._layouts = dict(types)
+
     def input_types(self) -> dict[str, str]:
         """Branch -> type (``"uint64"``, ``"var * float32"``) of every input column once
         bound (empty before)."""

@@ -101,6 +101,18 @@ def test_small_chunks_are_buffered_into_large_baskets(
         assert rows == [1200, 1200, 600]
 
 
+def test_a_buffered_chunk_does_not_see_later_changes_to_the_callers_arrays(tmp_path: Path) -> None:
+    ids, cols = make_chunk(0, 10)
+    path = tmp_path / "out.root"
+    with open_output(path, "root", tree="Events", ids=IDS, columns=COLUMNS) as writer:
+        writer.write(ids, cols)
+        ids["event"][:] = 0  # a caller reusing its buffers
+        cols["m_score"][:] = -1
+    got = read_back(path, "root")
+    np.testing.assert_array_equal(got["event"], make_chunk(0, 10)[0]["event"])
+    np.testing.assert_array_equal(got["m_score"], make_chunk(0, 10)[1]["m_score"])
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_zero_entries_give_a_valid_empty_output(tmp_path: Path, fmt: str) -> None:
     path = write_all(tmp_path / f"empty.{fmt}", fmt, [])
