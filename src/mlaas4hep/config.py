@@ -204,7 +204,7 @@ _CLIENT_ONLY_ENV = frozenset({"MLAAS4HEP_URL", "MLAAS4HEP_TOKEN", "MLAAS4HEP_CLI
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))  # safe: operator config
     except OSError as exc:
         msg = f"cannot read the settings file {str(path)!r}: {exc.strerror}"
         raise SpecError(msg) from exc
@@ -223,7 +223,7 @@ def _env_value(value: str) -> Any:
     # JSON/YAML flow syntax lets lists ("[a, b]") and nulls ("null") come from the environment;
     # plain strings stay strings.
     try:
-        return yaml.safe_load(value) if value.strip() else value
+        return yaml.safe_load(value) if value.strip() else value  # safe: operator env
     except yaml.YAMLError:
         return value
 

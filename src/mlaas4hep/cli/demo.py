@@ -143,7 +143,7 @@ def _xrootd(signal: Path, logs: Path) -> Iterator[str]:
         data, admin = base / "data", base / "admin"
         data.mkdir(mode=0o755)
         admin.mkdir(mode=0o755)
-        shutil.copy2(signal, data / signal.name)
+        shutil.copy2(signal, data / signal.name)  # safe: the demo's own generated file
         (data / signal.name).chmod(0o644)
         port = free_port()
         (base / "xrootd.cfg").write_text(
