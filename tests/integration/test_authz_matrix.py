@@ -286,6 +286,8 @@ def _cases() -> dict[tuple[str, str], Case]:
         ("GET", v2v): (call("GET"), {"needs": M_READ, "resource": "model"}),
         ("GET", f"{v2m}/ready"): (call("GET"), {"needs": M_READ, "resource": "model"}),
         ("GET", f"{v2v}/ready"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("GET", f"{v2m}/bundle"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("GET", f"{v2v}/bundle"): (call("GET"), {"needs": M_READ, "resource": "model"}),
         ("POST", "/v2/repository/index"): (
             call("POST", json={}),
             {"needs": (), "resource": "listing"},

@@ -156,6 +156,7 @@ class Service(Protocol):
 
 
 def _inference(settings: Settings, authenticator: SupportsAuthenticate) -> InferenceService:
+    from mlaas4hep.apply.serving import load_raw_preprocessor
     from mlaas4hep.serve.app import create_inference_service
     from mlaas4hep.serve.settings import InferenceSettings
 
@@ -164,7 +165,10 @@ def _inference(settings: Settings, authenticator: SupportsAuthenticate) -> Infer
 
     inference_settings = InferenceSettings.from_mapping(settings.inference, settings.data_dir)
     return create_inference_service(
-        inference_settings, authenticate=authenticate, authorize=model_policy
+        inference_settings,
+        authenticate=authenticate,
+        authorize=model_policy,
+        raw_loader=load_raw_preprocessor,  # raw event columns: the bundle's preprocessing
     )
 
 

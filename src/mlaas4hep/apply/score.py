@@ -19,7 +19,7 @@ import numpy as np
 
 from mlaas4hep.apply.model import Model
 from mlaas4hep.data.prefetch import prefetch
-from mlaas4hep.data.schema import inspect_tree
+from mlaas4hep.data.schema import TreeSchema, inspect_tree
 from mlaas4hep.data.stream import iterate_file
 from mlaas4hep.errors import SpecError, closest
 from mlaas4hep.preprocess.partitioned import chunk_columns
@@ -51,6 +51,8 @@ def score_file(
     tree: str | None = None,
     step_size: int | None = None,
     ids: Sequence[str] | None = None,
+    entry_start: int = 0,
+    entry_stop: int | None = None,
 ) -> Generator[ScoredChunk, None, None]:
     """Yield the ``ScoredChunk``s of every entry of *source* (see the module docstring).
 
@@ -61,25 +63,23 @@ def score_file(
         step_size: entries per chunk (default: the first model's ``data.step_size``, at
             most ``MAX_DEFAULT_STEP``).
         ids: identifier branches (default: the first model's identifiers; ``[]``: none).
+        entry_start, entry_stop: score only these entries (a partition of the file, see
+            ``mlaas4hep.apply.distributed``); chunks start at ``entry_start``.
 
     Raises:
         SpecError: a model needs a branch the tree lacks, or the identifiers are missing
             (the message says to pass ``--no-ids``); the data layer's errors for an
             unreadable or truncated file (``NotRootFileError``, ``DataSourceError``).
     """
-    if not models:
-        msg = "score_file needs at least one model"
-        raise SpecError(msg)
-    _check_names(models)
+    _, id_names, branches = read_plan(models, source, tree, ids)
     first = models[0]
     tree = tree if tree is not None else first.tree
-    id_names = list(first.identifiers if ids is None else ids)
-    available = inspect_tree(source, tree).names()
-    _check_ids(id_names, available, source)
-    branches = sorted(set(id_names).union(*(m.branches(available) for m in models)))
-    step = step_size or min(first.spec.data.step_size, MAX_DEFAULT_STEP)
+    step = chunk_step(first, step_size)
     remote = first.spec.data.remote
-    chunks = iterate_file(source, tree, branches, step, remote=remote)
+    chunks = iterate_file(
+        source, tree, branches, step,
+        entry_start=entry_start, entry_stop=entry_stop, remote=remote,
+    )  # fmt: skip
     for chunk in prefetch(chunks, depth=1):
         columns = chunk_columns(chunk.arrays)
         out: dict[str, Array] = {}
@@ -90,6 +90,32 @@ def score_file(
             out[model.pass_column] = scored.passed
         chunk_ids = {i: _exact(columns[i]) for i in id_names}
         yield ScoredChunk(chunk.entry_start, chunk.entry_stop, chunk_ids, out)
+
+
+def chunk_step(first: Model, step_size: int | None) -> int:
+    """Entries per chunk: *step_size*, else the model's ``data.step_size`` capped at
+    ``MAX_DEFAULT_STEP``."""
+    return step_size or min(first.spec.data.step_size, MAX_DEFAULT_STEP)
+
+
+def read_plan(
+    models: Sequence[Model], source: str, tree: str | None, ids: Sequence[str] | None
+) -> tuple[TreeSchema, list[str], list[str]]:
+    """What scoring *source* reads: its tree's schema, the identifiers and all branches.
+
+    *tree* and *ids* default as in ``score_file``. Opens the file (metadata only).
+    Raises what ``score_file`` raises before reading.
+    """
+    if not models:
+        msg = "score_file needs at least one model"
+        raise SpecError(msg)
+    _check_names(models)
+    id_names = list(models[0].identifiers if ids is None else ids)
+    schema = inspect_tree(source, tree if tree is not None else models[0].tree)
+    available = schema.names()
+    _check_ids(id_names, available, source)
+    branches = sorted(set(id_names).union(*(m.branches(available) for m in models)))
+    return schema, id_names, branches
 
 
 def _exact(column: Any) -> Array:

@@ -1,26 +1,32 @@
 """``mlaas4hep apply MODEL INPUTS... --out DIR``: score every event of ROOT files.
 
 MODEL (and each ``--model``) is a model bundle directory (the output of ``mlaas4hep run``,
-or of ``mlaas4hep download JOB``). INPUTS are what a spec accepts: paths, globs, ``@lists``,
-``root://`` (through the first model's ``data.xrootd_proxy``) and ``http(s)://`` URLs.
-Every input is streamed once through every model (``mlaas4hep.apply.score_file``) into one
-output per input, ``DIR/<input stem>.<model>[+<model>...].friend.root`` (or ``.parquet``):
+or of ``mlaas4hep download JOB``) or a model ``NAME[:VERSION]`` published in the service,
+whose bundle is fetched first (``mlaas4hep.cli.models_fetch``). INPUTS are what a spec
+accepts: paths, globs, ``@lists``, ``root://`` (through the first model's
+``data.xrootd_proxy``) and ``http(s)://`` URLs. Every input is streamed once through
+every model (``mlaas4hep.apply.score_file``) into one output per input,
+``DIR/<input stem>.<model>[+<model>...].friend.root`` (or ``.parquet``):
 a friend tree with the same entries in the same order, the identifier branches in their
 exact types and per model ``<model>_score`` (one ``_score_<class>`` per class, or
 ``_value``) and ``<model>_pass``. ``--only-passing`` writes only the events passing
 (any model's) cuts. A failing input (truncated, unreadable, lacking a branch) is reported
 in one line naming it on stderr; the others are still written; the exit status is then 2.
+``--dask-scheduler ADDRESS`` scores the inputs' partitions on that Dask cluster
+(``mlaas4hep.apply.distributed``); the outputs are the same, bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +34,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from mlaas4hep.apply import Model, ScoredChunk, score_file
+from mlaas4hep.apply.distributed import score_inputs
+from mlaas4hep.cli.models_fetch import fetch_model, is_model_ref
 from mlaas4hep.data.friend import FORMATS, SUFFIXES, Format, open_output
+from mlaas4hep.data.partition import PARTITION_ENTRIES, Distributor
 from mlaas4hep.data.schema import inspect_tree
 from mlaas4hep.data.sources import resolve_files
 from mlaas4hep.errors import Mlaas4hepError, SpecError
@@ -51,11 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"write entry numbers ({ENTRY!r}), not identifiers")  # fmt: skip
     parser.add_argument("--progress-json", action="store_true",
                         help="one JSON progress object per line on stdout")  # fmt: skip
+    parser.add_argument("--dask-scheduler", metavar="ADDRESS",
+                        help="score on this Dask cluster (tcp://host:8786)")  # fmt: skip
+    parser.add_argument("--partition-entries", type=int, default=PARTITION_ENTRIES,
+                        metavar="N", help="with --dask-scheduler: entries a task aims at "
+                        f"(default {PARTITION_ENTRIES})")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     if args.step_size is not None and args.step_size < 1:
         msg = f"--step-size must be positive, got {args.step_size!r}"
+        raise SpecError(msg)
+    if args.partition_entries < 1:
+        msg = f"--partition-entries must be positive, got {args.partition_entries!r}"
         raise SpecError(msg)
     models = [load_model(m) for m in [args.model, *args.more]]
     data = models[0].spec.data
@@ -67,28 +84,26 @@ def run(args: argparse.Namespace) -> int:
     )
     report = _Reporter(args.progress_json, len(files))
     failed = 0
-    for path in files:
-        out = output_path(args.out, path, models, args.format)
-        try:
-            n = apply_one(models, path, out, args)
-        except Mlaas4hepError as exc:
-            failed += 1
-            print(f"mlaas4hep apply: error: {path}: {exc}", file=sys.stderr)
-            continue
-        report.file_done(path, out, n)
+    with _distributor(args.dask_scheduler) as distributor:
+        for path, write in _outputs(models, files, distributor, args):
+            out = output_path(args.out, path, models, args.format)
+            try:
+                n = write(out, args)
+            except Mlaas4hepError as exc:
+                failed += 1
+                print(f"mlaas4hep apply: error: {path}: {exc}", file=sys.stderr)
+                continue
+            report.file_done(path, out, n)
     report.done(failed)
     return EXIT_FAILED_INPUTS if failed else 0
 
 
 def load_model(source: str) -> Model:
-    """A bundle directory; a service model name gets a hint on how to fetch its bundle."""
-    if not Path(source).expanduser().is_dir() and "/" not in source:
-        msg = (
-            f"model {source!r} is not a bundle directory. A model of the service is applied "
-            "from its bundle: `mlaas4hep download JOB_ID --out DIR` (the job that trained "
-            "it), then `mlaas4hep apply DIR ...`"
-        )
-        raise SpecError(msg)
+    """A bundle directory, or a model ``NAME[:VERSION]`` of the service, fetched first
+    (``mlaas4hep.cli.models_fetch``: URL and token from the environment, the client
+    config or ``mlaas4hep login``)."""
+    if is_model_ref(source):
+        return Model.load(fetch_model(source))
     return Model.load(source)
 
 
@@ -99,25 +114,60 @@ def output_path(out_dir: Path, source: str, models: Sequence[Model], fmt: Format
     return out_dir / f"{stem}.{'+'.join(m.name for m in models)}.friend{SUFFIXES[fmt]}"
 
 
+@contextlib.contextmanager
+def _distributor(address: str | None) -> Iterator[Distributor | None]:
+    if address is None:
+        yield None
+        return
+    from mlaas4hep.jobs.dask_map import distributor_at  # only with --dask-scheduler: dask
+
+    with distributor_at(address) as distributor:
+        yield distributor
+
+
+def _outputs(
+    models: Sequence[Model], files: Sequence[str], distributor: Distributor | None, args: Any
+) -> Iterator[tuple[str, Callable[[Path, Any], int]]]:
+    """Per input in order: its name and the function writing its output (out, args)."""
+    if distributor is None:
+        for path in files:
+            yield path, partial(apply_one, models, path)
+        return
+    ids: list[str] | None = [] if args.no_ids else None
+    scored = score_inputs(
+        models, files, distributor, tree=args.tree or None, step_size=args.step_size,
+        ids=ids, min_entries=args.partition_entries,
+    )  # fmt: skip
+    for s in scored:
+        yield s.source, partial(write_output, models, s.chunks, s.tree)
+
+
 def apply_one(models: Sequence[Model], source: str, out: Path, args: Any) -> int:
     """Score *source* into *out* (atomically); return the number of entries read."""
     # the friend tree is named like the source tree, so AddFriend finds it by name
     tree = args.tree or models[0].tree or inspect_tree(source).tree
-    columns = [c for m in models for c in (*m.output_columns, m.pass_column)]
     ids: list[str] | None = [] if args.no_ids else None
+    with closing(
+        score_file(models, source, tree=tree, step_size=args.step_size, ids=ids)
+    ) as chunks:
+        return write_output(models, chunks, tree, out, args)
+
+
+def write_output(
+    models: Sequence[Model], chunks: Iterable[ScoredChunk], tree: str, out: Path, args: Any
+) -> int:
+    """Write the scored *chunks* of one input into *out* (atomically); return the entries."""
+    columns = [c for m in models for c in (*m.output_columns, m.pass_column)]
     writer = None
     n = 0
     try:
-        with closing(
-            score_file(models, source, tree=tree, step_size=args.step_size, ids=ids)
-        ) as chunks:
-            for chunk in chunks:
-                rows, cols = _rows(chunk, models, args.only_passing, args.no_ids)
-                if writer is None:
-                    dtypes = {k: v.dtype for k, v in rows.items()}
-                    writer = open_output(out, args.format, tree=tree, ids=dtypes, columns=columns)
-                writer.write(rows, cols)
-                n += len(chunk)
+        for chunk in chunks:
+            rows, cols = _rows(chunk, models, args.only_passing, args.no_ids)
+            if writer is None:
+                dtypes = {k: v.dtype for k, v in rows.items()}
+                writer = open_output(out, args.format, tree=tree, ids=dtypes, columns=columns)
+            writer.write(rows, cols)
+            n += len(chunk)
         if writer is None:  # an empty tree: an empty friend, still entry-aligned
             writer = open_output(out, args.format, tree=tree, ids=_empty_ids(models, args),
                                  columns=columns)  # fmt: skip

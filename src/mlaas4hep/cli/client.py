@@ -32,6 +32,7 @@ from mlaas4hep.errors import (
     PermissionDenied,
     SpecError,
 )
+from mlaas4hep.serve.bundle_export import MODEL_VERSION_HEADER
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API = "/api/v1"
@@ -198,13 +199,38 @@ class ApiClient:
         os.replace(tmp, dest)
         return dest
 
+    # ---- models (the inference routes, outside /api/v1) -----------------------------------
+
+    def model_bundle(self, name: str, version: str | None, dest: Path) -> int:
+        """Save a published model version's bundle (``tar.gz``) to *dest*; return its
+        version number (*version* None: the newest in service)."""
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/bundle"
+        try:
+            with self._http.stream("GET", path, timeout=None) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    _raise_for_problem(r)
+                number = r.headers.get(MODEL_VERSION_HEADER, "")
+                if not number.isdigit():
+                    msg = f"the service sent no model version for {name!r}; is it mlaas4hep?"
+                    raise ServiceError(msg)
+                with dest.open("xb") as out:
+                    for chunk in r.iter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            msg = f"cannot fetch model {name!r} from {self.url}: {exc}; is the service running?"
+            raise ServiceError(msg) from exc
+        return int(number)
+
 
 def _raise_for_problem(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
-        detail = str(response.json().get("detail", ""))
-    except ValueError:
+        body = response.json()
+        # RFC 9457 problems on the job API; ``{"error": ...}`` on the inference routes
+        detail = str(body.get("detail") or body.get("error") or "")
+    except (ValueError, AttributeError):
         detail = response.text[:300]
     cls = _BY_STATUS.get(response.status_code, ServiceError)
     raise cls(detail or f"the service answered {response.status_code}")

@@ -6,7 +6,10 @@ own preprocessing (selections, defines, cuts, object features) runs locally
 the score column(s) and ``<model>_pass`` (scores are ``nan`` where the event fails the
 cuts). ``--output`` writes the table to a file instead.
 
-MODEL a model name in the service: rows are sent to it.
+MODEL a model name in the service and FILE a ROOT file: if the published version carries
+its preprocessing (a model deployed from a training run), its bundle is fetched
+(``mlaas4hep.cli.models_fetch``) and the file is scored locally as above. Otherwise rows
+are sent to the service.
 
 The rows come from a JSON file (TFaaS ``{"keys": [...], "values": [...]}``, a list of
 rows, a list of ``{feature: value}`` records, or ``{feature: [values...]}`` columns) or
@@ -61,18 +64,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if Path(args.model).expanduser().is_dir():
-        return _run_bundle(args)
+        return _run_bundle(args, Path(args.model))
+    if args.input.suffix.lower() == ".root":
+        bundle = _fetch_bundle(args)
+        if bundle is not None:
+            return _run_bundle(args, bundle)
     return _run_service(args)
 
 
-def _run_bundle(args: argparse.Namespace) -> int:
-    """Score a ROOT file with a local bundle's preprocessing; print ids and scores."""
+def _fetch_bundle(args: argparse.Namespace) -> Path | None:
+    """The published bundle of the model NAME, if it carries its preprocessing.
+
+    A ROOT input is scored like with a bundle directory when the service has the model's
+    ``features.json`` and ``spec.yaml`` (a model deployed from a training run); a model
+    uploaded as bare ONNX has none, and its rows go to the service as flat branches.
+    """
+    from mlaas4hep.artifact import FEATURES_FILE, SPEC_FILE
+    from mlaas4hep.cli.models_fetch import fetch_model
+
+    ref = f"{args.model}:{args.version}" if args.version else args.model
+    bundle = fetch_model(ref, url=args.url, token=args.token)
+    has_preprocessing = (bundle / FEATURES_FILE).is_file() and (bundle / SPEC_FILE).is_file()
+    return bundle if has_preprocessing else None
+
+
+def _run_bundle(args: argparse.Namespace, bundle: Path) -> int:
+    """Score a ROOT file with a bundle's preprocessing; print ids and scores."""
     from mlaas4hep.apply import Model, score_file
 
     if args.input.suffix.lower() != ".root":
         msg = f"--input {str(args.input)!r}: with a bundle directory, give a .root file"
         raise SpecError(msg)
-    model = Model.load(args.model)
+    model = Model.load(bundle)
     chunks = score_file([model], str(args.input), tree=args.tree)
     if args.output:
         with args.output.open("w", encoding="utf-8") as out:

@@ -69,6 +69,7 @@ def _inference_app(settings: Settings) -> Any:
     from mlaas4hep.api.app import model_policy, revoked_sessions_path
     from mlaas4hep.api.hosts import AllowedHosts, HostGuard
     from mlaas4hep.api.ui.revocations import RevokedSessions, RevokingAuthenticator
+    from mlaas4hep.apply.serving import load_raw_preprocessor
     from mlaas4hep.auth.factory import create_authenticator
     from mlaas4hep.serve.app import create_inference_app
     from mlaas4hep.serve.settings import InferenceSettings
@@ -82,6 +83,7 @@ def _inference_app(settings: Settings) -> Any:
         InferenceSettings.from_mapping(settings.inference, settings.data_dir),
         authenticate=lambda header, peer: revoking.authenticate(header, peer),
         authorize=model_policy,
+        raw_loader=load_raw_preprocessor,
     )
     app.add_middleware(HostGuard, allowed=AllowedHosts.build(settings.allowed_hosts, settings.host))
     return app

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
-from distributed import Client, Future
+from distributed import Client, Future, KilledWorker
 
 from mlaas4hep.errors import Mlaas4hepError
 
@@ -110,10 +110,37 @@ class DaskDistributor:
         try:
             refill(limit)
             while pending:
-                result = pending.popleft().result()  # the future goes with its last reference
+                result = _result(pending.popleft())  # the future goes with its last reference
                 refill(limit)
                 yield result
         finally:
             if pending:
                 with contextlib.suppress(Exception):  # the cluster may be gone already
                     self.client.cancel(list(pending))
+
+
+def _result(future: Future[R]) -> R:
+    """The task's result; its own errors as they are, a task the cluster gave up on as a
+    ``ClusterError`` saying why."""
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        msg = (
+            f"the Dask workers running task {future.key!r} died too often and the scheduler "
+            f"gave up (distributed.scheduler.allowed-failures): {exc}; check the workers' "
+            "memory and logs, then run again"
+        )
+        raise ClusterError(msg) from exc
+
+
+@contextlib.contextmanager
+def distributor_at(address: str) -> Iterator[DaskDistributor]:
+    """A ``DaskDistributor`` on the scheduler at *address*, disconnected on exit.
+
+    Raises ClusterError (see ``connect``).
+    """
+    client = connect(address)
+    try:
+        yield DaskDistributor(client)
+    finally:
+        client.close()

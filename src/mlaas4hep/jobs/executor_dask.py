@@ -24,6 +24,8 @@ retention and recording outcomes are the local executor's (this class extends it
   the job's progress carries ``restarts``; past the budget the job fails with the reason.
 * Training runs inside the attempt, on its worker: a ``train.device: cuda`` job asks for
   ``resources={"GPU": 1}`` (start GPU workers with ``--resources GPU=1``).
+* An apply job runs the same way: ``mlaas4hep apply --dask-scheduler ADDR``, whose
+  partitions (file, entry range) are scored on the cluster (``mlaas4hep.apply.distributed``).
 """
 
 from __future__ import annotations
@@ -297,13 +299,23 @@ def run_attempt_on_worker(job: JobRecord, settings: Settings) -> AttemptOutcome:
 
 
 def _worker_settings(settings: Settings, address: str) -> Settings:
-    command = list(settings.executor.job_command)
+    """The job and apply commands of this worker: its interpreter, and the scheduler, so
+    that a training job preprocesses and an apply job scores on the cluster."""
+    executor = settings.executor.model_copy(
+        update={
+            "job_command": _on_cluster(settings.executor.job_command, address),
+            "apply_command": _on_cluster(settings.executor.apply_command, address),
+        }
+    )
+    return settings.model_copy(update={"executor": executor})
+
+
+def _on_cluster(prefix: list[str], address: str) -> list[str]:
+    command = list(prefix)
     if not Path(command[0]).exists():  # another interpreter path on this worker
         command = [*MLAAS4HEP_ARGV, *command[len(MLAAS4HEP_ARGV) :]]
-    # Options go before the positional SPEC the runner appends.
-    command += ["--dask-scheduler", address]
-    executor = settings.executor.model_copy(update={"job_command": command})
-    return settings.model_copy(update={"executor": executor})
+    # Options go before the positionals the runner appends (SPEC, or MODEL_DIR INPUTS).
+    return [*command, "--dask-scheduler", address]
 
 
 def _note(path: Path, text: str) -> None:

@@ -32,6 +32,7 @@ from mlaas4hep.serve.http import (
 )
 from mlaas4hep.serve.manager import ModelManager
 from mlaas4hep.serve.metrics import InferenceMetrics
+from mlaas4hep.serve.raw import RawLoader
 from mlaas4hep.serve.repository import ModelRepository, VersionPolicy
 from mlaas4hep.serve.settings import InferenceSettings
 from mlaas4hep.serve.tfaas import add_tfaas_routes
@@ -79,10 +80,12 @@ def create_inference_service(
     *,
     authenticate: Authenticate,
     authorize: Authorize = allow_all,
+    raw_loader: RawLoader | None = None,
 ) -> InferenceService:
     """Build the service. *authenticate* ``(authorization_header, peer) -> Principal``
     raises AuthError (401) / PermissionDenied (403); *authorize* ``(principal, action,
-    model) -> bool`` decides per model (actions: infer, read, create, modify).
+    model) -> bool`` decides per model (actions: infer, read, create, modify);
+    *raw_loader* lets bundles with preprocessing take raw event columns (serve/raw.py).
     """
     metrics = InferenceMetrics()
     policy = VersionPolicy(latest=settings.default_latest_versions)
@@ -91,7 +94,12 @@ def create_inference_service(
     # a second thread lets another model, or a version being retired, proceed meanwhile.
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference")
     manager = ModelManager(
-        repository, executor, metrics, settings.threads, settings.inline_budget_us * 1e-6
+        repository,
+        executor,
+        metrics,
+        settings.threads,
+        settings.inline_budget_us * 1e-6,
+        raw_loader=raw_loader,
     )
     plane = DataPlane(manager, metrics, authorize, settings.server_name)
     limits = ArchiveLimits(
@@ -120,9 +128,12 @@ def create_inference_app(
     *,
     authenticate: Authenticate,
     authorize: Authorize = allow_all,
+    raw_loader: RawLoader | None = None,
 ) -> FastAPI:
     """A stand-alone FastAPI app serving only the inference routes."""
-    service = create_inference_service(settings, authenticate=authenticate, authorize=authorize)
+    service = create_inference_service(
+        settings, authenticate=authenticate, authorize=authorize, raw_loader=raw_loader
+    )
     app = FastAPI(
         title="mlaas4hep inference", lifespan=service.lifespan, docs_url=None, redoc_url=None
     )

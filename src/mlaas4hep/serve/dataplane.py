@@ -6,11 +6,13 @@ through the injected ``authorize(principal, action, model_name) -> bool`` (actio
 ``infer``, ``read``, ``create``, ``modify``: the scopes) and then the model's owner
 record (``serve/ownership.py``: owner, shared groups, admins), validates requests against
 the model's metadata before they are queued, and records metrics. It never sees a
-Request object.
+Request object. A model whose bundle carries its preprocessing also takes raw event
+columns on ``infer`` (``serve/raw.py``); those requests bypass the batcher.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,17 +20,27 @@ from typing import Any
 from mlaas4hep import __version__
 from mlaas4hep.auth.policy import INFERENCE_SCOPE, model_scope
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import Mlaas4hepError, NotFound, PermissionDenied
+from mlaas4hep.errors import (
+    DataQualityError,
+    ExpressionError,
+    Mlaas4hepError,
+    NotFound,
+    PermissionDenied,
+)
+from mlaas4hep.serve.bundle_export import BundleArchive, open_bundle
 from mlaas4hep.serve.codec import Array, InferRequest, decode_request, encode_response
 from mlaas4hep.serve.errors import InvalidInput, Overloaded
 from mlaas4hep.serve.manager import LoadedVersion, ModelManager
 from mlaas4hep.serve.metadata import TensorSpec
 from mlaas4hep.serve.metrics import InferenceMetrics
 from mlaas4hep.serve.ownership import ModelOwners
+from mlaas4hep.serve.raw import PASS_OUTPUT, SCORES_OUTPUT, decode_columns, raw_outputs
 from mlaas4hep.serve.repository import MODEL_NAME as _NAME
 
 Authorize = Callable[[Principal, str, str], bool]
 EXTENSIONS = ("binary_tensor_data", "model_repository", "metrics")
+RAW_OUTPUTS = (SCORES_OUTPUT, PASS_OUTPUT)
+LATEST = "latest"  # the version segment naming the newest version in service
 
 
 def allow_all(principal: Principal, action: str, model_name: str) -> bool:
@@ -119,6 +131,7 @@ class DataPlane:
                 "spec_hash": meta.spec_hash,
                 "metrics": dict(meta.metrics),
                 "created": meta.created,
+                **_raw_metadata(loaded),
             },
         }
 
@@ -142,16 +155,39 @@ class DataPlane:
         start = time.perf_counter()
         try:
             request = decode_request(body, header_length)
-            rows = check_inputs(loaded, request.inputs, request.datatypes)
-            outputs = await loaded.batcher.submit(request.inputs, rows)
+            if _is_raw(loaded, request):  # raw event columns (serve/raw.py): no batcher
+                outputs = await self._score_raw(loaded, request)
+                defaults: tuple[str, ...] = RAW_OUTPUTS
+            else:
+                rows = check_inputs(loaded, request.inputs, request.datatypes)
+                outputs = await loaded.batcher.submit(request.inputs, rows)
+                defaults = tuple(t.name for t in loaded.metadata.outputs)
             result = encode_response(
-                name, str(loaded.version), request.id, _select_outputs(loaded, request, outputs)
+                name,
+                str(loaded.version),
+                request.id,
+                _select_outputs(loaded, request, outputs, defaults),
             )
         except BaseException as exc:
             self._count(loaded, "v2", exc, start)
             raise
         self._count(loaded, "v2", None, start)
         return result
+
+    async def _score_raw(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
+        """Decode raw columns, preprocess and score them in an inference thread."""
+        raw = loaded.raw
+        assert raw.preprocessor is not None  # _is_raw checked it
+        columns = decode_columns(loaded.name, raw.inputs, request.inputs, request.datatypes)
+        loop = asyncio.get_running_loop()
+        try:
+            scores, passed = await loop.run_in_executor(
+                self.manager.executor, raw.preprocessor.score, columns
+            )
+        except (DataQualityError, ExpressionError) as exc:
+            msg = f"model {loaded.name!r}: the raw columns cannot be preprocessed: {exc}"
+            raise InvalidInput(msg) from exc
+        return {SCORES_OUTPUT: scores, PASS_OUTPUT: passed}
 
     async def predict_rows(self, principal: Principal, name: str, rows: Array) -> Array:
         """Run a float matrix through a single-input model; return its first output."""
@@ -186,6 +222,20 @@ class DataPlane:
         seconds = time.perf_counter() - t
         self.metrics.request(loaded.name, str(loaded.version), protocol, outcome, seconds)
 
+    def bundle(self, principal: Principal, name: str, version: str | None) -> BundleArchive:
+        """The bundle files of one published version, opened (iterate for the tar.gz).
+
+        *version* ``None``/``latest``: the newest version in service; a number: that
+        version as published (in service or not). Read rights, like the metadata.
+        """
+        self.check(principal, "read", name)
+        if version in (None, "", LATEST):
+            number = self.manager.get(name).version
+        else:
+            number = parse_version(version) or 0
+            self.manager.repository.version_dir(name, number)  # NotFound listing versions
+        return open_bundle(self.manager.repository.root, name, number)
+
     # ---- repository extension -----------------------------------------------------------
 
     async def repository_index(self, principal: Principal) -> list[dict[str, Any]]:
@@ -203,6 +253,14 @@ class DataPlane:
     async def unload(self, principal: Principal, name: str) -> None:
         self.check(principal, "modify", name)
         await self.manager.unload(name)
+
+
+def _raw_metadata(loaded: LoadedVersion) -> dict[str, Any]:
+    """``raw_inputs``/``raw_outputs`` of a model that takes raw event columns (else none)."""
+    if loaded.raw.preprocessor is None:
+        return {}
+    scores = next(t for t in loaded.metadata.outputs if t.name == SCORES_OUTPUT)
+    return {"raw_inputs": loaded.raw.tensors(), "raw_outputs": raw_outputs(scores.shape[-1])}
 
 
 def _needed(action: str, name: str) -> str:
@@ -241,11 +299,29 @@ def _check_tensor(spec: TensorSpec, array: Array, datatype: str) -> int:
     return int(array.shape[0])
 
 
+def _is_raw(loaded: LoadedVersion, request: InferRequest) -> bool:
+    """A request for the raw columns: the model takes them and the feature tensors are
+    not what was sent (the feature-tensor path is then exactly as for any model)."""
+    features = {t.name for t in loaded.metadata.inputs}
+    if request.inputs.keys() == features:
+        return False
+    if loaded.raw.reason:  # it carries preprocessing that cannot be served: say why
+        msg = (
+            f"model {loaded.name!r} takes inputs {sorted(features)}; it cannot take raw "
+            f"event columns: {loaded.raw.reason}"
+        )
+        raise InvalidInput(msg)
+    return loaded.raw.preprocessor is not None
+
+
 def _select_outputs(
-    loaded: LoadedVersion, request: InferRequest, outputs: dict[str, Array]
+    loaded: LoadedVersion,
+    request: InferRequest,
+    outputs: dict[str, Array],
+    defaults: tuple[str, ...],
 ) -> list[tuple[str, Array, bool]]:
     if request.outputs is None:
-        return [(t.name, outputs[t.name], request.binary_output) for t in loaded.metadata.outputs]
+        return [(n, outputs[n], request.binary_output) for n in defaults]
     chosen = []
     for wanted in request.outputs:
         if wanted.name not in outputs:

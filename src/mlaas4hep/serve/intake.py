@@ -116,6 +116,15 @@ def read_regular(path: Path, cap: int) -> bytes:
     return data
 
 
+def open_plain(dir_fd: int, name: str, cap: int) -> int:
+    """A descriptor of *name* in *dir_fd*: a regular, single-link file within *cap*.
+
+    Opened without following a link; FileNotFoundError when absent, UnsafeModelFiles
+    otherwise. The caller closes it.
+    """
+    return _open_file(dir_fd, name, cap)
+
+
 def _copy_one(dir_fd: int, name: str, target: Path, cap: int) -> int | None:
     try:
         fd = _open_file(dir_fd, name, cap)

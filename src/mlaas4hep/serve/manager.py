@@ -14,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlaas4hep.artifact import MODEL_FILE
+from mlaas4hep.artifact import INPUT_TENSOR, MODEL_FILE, OUTPUT_TENSOR
 from mlaas4hep.errors import Mlaas4hepError, NotFound, SpecError, closest
 from mlaas4hep.serve.batching import Batcher
 from mlaas4hep.serve.metadata import ModelMetadata
 from mlaas4hep.serve.metrics import InferenceMetrics
+from mlaas4hep.serve.raw import RawLoader, RawSupport
 from mlaas4hep.serve.repository import ModelConfig, ModelRepository
 from mlaas4hep.serve.runtime import OnnxModel
 
@@ -37,6 +38,7 @@ class LoadedVersion:
     model: OnnxModel
     batcher: Batcher
     config: ModelConfig
+    raw: RawSupport = field(default_factory=RawSupport)  # raw event columns (serve/raw.py)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -63,8 +65,10 @@ class ModelManager:
         metrics: InferenceMetrics,
         threads: int,
         inline_budget_s: float = 0.0,
+        raw_loader: RawLoader | None = None,
     ) -> None:
         self.repository = repository
+        self._raw_loader = raw_loader
         self._executor = executor
         self._metrics = metrics
         self._threads = threads
@@ -75,6 +79,11 @@ class ModelManager:
         self._disabled: set[str] = set()
         self._lock = asyncio.Lock()
         self.ready = False
+
+    @property
+    def executor(self) -> Executor:
+        """The inference threads (batches, raw-column preprocessing)."""
+        return self._executor
 
     # ---- lookups (event loop, no I/O) -------------------------------------------------
 
@@ -193,7 +202,7 @@ class ModelManager:
         if failed and failed[0] == signature:
             return None
         try:
-            model, inline_rows = await asyncio.to_thread(self._open, vdir)
+            model, inline_rows, raw = await asyncio.to_thread(self._open, vdir)
         except Exception as exc:  # any load failure keeps the service up; reason is shown
             reason = f"load failed: {exc}"
             log.error("model %r version %d: %s", name, version, reason)
@@ -208,13 +217,34 @@ class ModelManager:
             name=f"{name}/{version}",
             inline_rows=inline_rows,
         )
-        return LoadedVersion(name, version, model, batcher, config)
+        return LoadedVersion(name, version, model, batcher, config, raw)
 
-    def _open(self, vdir: Path) -> tuple[OnnxModel, int]:
+    def _open(self, vdir: Path) -> tuple[OnnxModel, int, RawSupport]:
         model = OnnxModel(vdir, self._threads)
         model.warm_up()
         budget = self._inline_budget_s
-        return model, model.inline_rows(budget) if budget > 0 else 0
+        return model, model.inline_rows(budget) if budget > 0 else 0, self._raw(vdir, model)
+
+    def _raw(self, vdir: Path, model: OnnxModel) -> RawSupport:
+        """Raw-column support of a version; a failure only disables it (the reason shows)."""
+        if self._raw_loader is None:
+            return RawSupport()
+        try:
+            preprocessor = self._raw_loader(vdir, model.run)
+            if preprocessor is None:  # no preprocessing in the version: features only
+                return RawSupport()
+            meta = model.metadata
+            if [t.name for t in meta.inputs] != [INPUT_TENSOR] or OUTPUT_TENSOR not in {
+                t.name for t in meta.outputs
+            }:
+                msg = f"its graph does not map {INPUT_TENSOR!r} to {OUTPUT_TENSOR!r} as a bundle's"
+                raise SpecError(msg)
+            return RawSupport.of(preprocessor)
+        except Exception as exc:  # a bundle's preprocessing never takes the model offline
+            log.warning("%s: raw event columns disabled: %s", vdir, exc)
+            # clients see the reason: name the version, not where the repository lies
+            where = f"{vdir.parent.name} version {vdir.name}"
+            return RawSupport(reason=str(exc).replace(repr(str(vdir)), where))
 
     def _swap(self, name: str, new: dict[int, LoadedVersion]) -> None:
         old = self._served.get(name, {})

@@ -3,6 +3,9 @@
 Thin: each route validates HTTP details, calls one ``DataPlane`` method and maps the
 result. Health endpoints are unauthenticated (orchestrators probe them without tokens
 and they reveal nothing); every other route depends on the authenticated principal.
+``GET /v2/models/NAME[/versions/VERSION]/bundle`` (not part of the protocol) streams a
+published version's bundle files as ``NAME-VERSION.tar.gz`` (read rights, like the
+metadata; ``latest`` or no version: the newest in service), for ``mlaas4hep apply NAME``.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
 
 from mlaas4hep.auth.principal import Principal
+from mlaas4hep.serve.bundle_export import MODEL_VERSION_HEADER
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.errors import InvalidInput
 from mlaas4hep.serve.http import ErrorRoute, PrincipalDependency, json_response, read_body
@@ -63,6 +68,13 @@ def add_v2_routes(
             headers={HEADER_LENGTH: str(header_length)},
         )
 
+    async def bundle(name: str, version: str | None = None, user: Principal = caller) -> Response:
+        archive = plane.bundle(user, name, version)
+        disposition = f'attachment; filename="{archive.filename}"'
+        headers = {"Content-Disposition": disposition, MODEL_VERSION_HEADER: str(archive.version)}
+        # A sync iterator: Starlette reads the files in a worker thread, off the loop.
+        return StreamingResponse(archive, media_type="application/gzip", headers=headers)
+
     async def repository_index(user: Principal = caller) -> Response:
         return json_response(await plane.repository_index(user))
 
@@ -84,6 +96,8 @@ def add_v2_routes(
         ("GET", "/models/{name}/versions/{version}", model_metadata),
         ("GET", "/models/{name}/ready", model_ready),
         ("GET", "/models/{name}/versions/{version}/ready", model_ready),
+        ("GET", "/models/{name}/bundle", bundle),
+        ("GET", "/models/{name}/versions/{version}/bundle", bundle),
         ("POST", "/repository/index", repository_index),
         ("POST", "/repository/models/{name}/load", load),
         ("POST", "/repository/models/{name}/unload", unload),
