@@ -244,3 +244,20 @@ def test_predict_into_a_closed_pipe_ends_quietly(bundle: Path, samples: Path) ->
     assert proc.wait(timeout=120) == 0
     assert b"Traceback" not in err
     assert b"BrokenPipe" not in err
+
+
+@pytest.mark.xrootd
+def test_remote_input_through_the_real_xrootd_server_equals_the_local_file(
+    bundle: Path, samples: Path, tmp_path: Path, xrootd_server: Any
+) -> None:
+    url = xrootd_server.put(samples / "signal.root", "apply/signal.root")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert main(["apply", str(bundle), str(samples / "signal.root"), "--out", str(local)]) == 0
+    assert main(["apply", str(bundle), url, "--out", str(remote), "--step-size", "700"]) == 0
+    (written,) = list(remote.iterdir())
+    assert written.name == "signal.tth.friend.root"
+    want, got = read(local / written.name), read(written)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert got[name].dtype == want[name].dtype, name
+        np.testing.assert_array_equal(got[name], want[name])  # NaN where both fail the cuts
