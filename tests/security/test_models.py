@@ -382,3 +382,44 @@ def test_publishing_a_jobs_output_follows_no_link(fakeserver: SecServer, tmp_pat
     assert not (fakeserver.data_dir / "models" / "evil-ext").exists()
     assert_no_leak(fakeserver, *seen)
     assert fakeserver.healthy()
+
+
+def _constant_folding_bomb(elements: int = 1 << 28) -> bytes:
+    """The red team's 200-byte model: ONNX Runtime folds ConstantOfShape([2**28]) into a
+    1 GiB tensor (and more) while it builds a session."""
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("s", TensorProto.INT64, [1], [elements])
+    one = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    nodes = [
+        helper.make_node("Constant", [], ["shape"], value=shape),
+        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=one),
+        helper.make_node("ReduceSum", ["big"], ["r"], keepdims=1),
+        helper.make_node("Add", ["x", "r"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return bytes(model.SerializeToString())
+
+
+def test_a_constant_folding_bomb_is_refused_without_growing_the_service(
+    secserver: SecServer,
+) -> None:
+    import psutil
+
+    assert secserver.proc is not None
+    web = psutil.Process(secserver.proc.pid)
+    before = web.memory_info().rss
+    with secserver.client("alice") as alice:
+        r = alice.post("/upload", data={"name": "bomb"}, files={"model": _constant_folding_bomb()})
+    assert 400 <= r.status_code < 500, r.text
+    assert "MiB to load" in r.text
+    grown = web.memory_info().rss - before
+    assert grown < 200 * 1024**2, f"the service grew by {grown >> 20} MiB"
+    assert_no_leak(secserver, r.text)
+    assert secserver.healthy()

@@ -32,7 +32,7 @@ from typing import Any
 from mlaas4hep.artifact import MODEL_FILE
 from mlaas4hep.errors import Conflict, NotFound, SpecError, closest
 from mlaas4hep.serve.intake import IntakeLimits, copy_artifacts, read_regular
-from mlaas4hep.serve.onnx_check import check_self_contained
+from mlaas4hep.serve.onnx_check import check_loads_bounded, check_self_contained
 from mlaas4hep.serve.ownership import ModelOwners
 from mlaas4hep.serve.settings import BatchPolicy
 
@@ -198,6 +198,7 @@ class ModelRepository:
             copy_artifacts(base, rel, tmp, self._intake)
             model = read_regular(tmp / MODEL_FILE, self._intake.max_model_bytes)
             check_self_contained(model, f"the model ({MODEL_FILE})")
+            check_loads_bounded(model, f"the model ({MODEL_FILE})")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
