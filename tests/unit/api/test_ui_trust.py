@@ -205,3 +205,33 @@ def test_inspection_runs_in_the_job_sandbox_when_it_can(tmp_path: Path) -> None:
     boxed = DatasetInspector(fake_settings(tmp_path)).sandbox()
     assert boxed.enabled, boxed.describe()
     assert boxed.ready, boxed.describe()
+
+
+def test_replicas_starting_at_once_share_the_revocation_list(tmp_path: Path) -> None:
+    # A roll-out starts several API replicas on one data directory at the same moment;
+    # each compacts the list at start (one failed on a shared temporary name).
+    import threading
+
+    from mlaas4hep.api.ui.revocations import RevokedSessions
+
+    path = tmp_path / "auth" / "revoked-sessions"
+    path.parent.mkdir(mode=0o700)
+    path.write_text("old 1\nlive 99999999999\n")
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            for _ in range(20):
+                RevokedSessions(path)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert path.read_text() == "live 99999999999\n"
+    left = sorted(p.name for p in path.parent.iterdir())  # no temporary file left behind
+    assert left == [".revoked-sessions.lock", "revoked-sessions"], left

@@ -17,12 +17,15 @@ dropped when the file is rewritten at start-up.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +78,12 @@ class RevokedSessions:
         with self._lock:
             self._entries[key] = expiry
             if self._path is not None and len(self._entries) <= _MAX_ENTRIES:
-                fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                with os.fdopen(fd, "a") as fh:
-                    fh.write(f"{key} {expiry:.0f}\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                with self._file_lock():  # not while another replica compacts
+                    fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                    with os.fdopen(fd, "a") as fh:
+                        fh.write(f"{key} {expiry:.0f}\n")
+                        fh.flush()
+                        os.fsync(fh.fileno())
 
     def is_revoked(self, token: str) -> bool:
         """Whether *token* was signed out (and has not expired since)."""
@@ -100,17 +104,35 @@ class RevokedSessions:
             self._entries.update(_read(self._path))
             self._seen = (st.st_size, st.st_mtime_ns)
 
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """An exclusive lock shared by every replica on this data directory."""
+        assert self._path is not None
+        lock = self._path.with_name(f".{self._path.name}.lock")
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _compact(self) -> None:
         assert self._path is not None
         now = time.time()
-        live = {k: e for k, e in _read(self._path).items() if e > now}
-        tmp = self._path.with_name(f".{self._path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(f"{k} {e:.0f}\n" for k, e in live.items())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path)
+        # Replicas start at once (a roll-out): each compacts under the lock, through its
+        # own temporary file, so none loses another's entries or renames a file away.
+        with self._file_lock():
+            live = {k: e for k, e in _read(self._path).items() if e > now}
+            fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.writelines(f"{k} {e:.0f}\n" for k, e in live.items())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self._path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         self._entries = live
         self._refresh()
 
