@@ -7,12 +7,15 @@ __version__ = "0.1.0"
 import importlib
 from typing import Any
 
-__all__ = ["Model", "__version__"]
+__all__ = ["Client", "Model", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    """``mlaas4hep.Model`` (``mlaas4hep.apply.Model``), imported on first use: the CLI and
+    """``mlaas4hep.Model`` (``mlaas4hep.apply.Model``) and ``mlaas4hep.Client``
+    (``mlaas4hep.client.Client``), imported on first use: the CLI and
     the service start without loading awkward and ONNX Runtime."""
+    if name == "Client":
+        return importlib.import_module("mlaas4hep.client").Client
     if name == "Model":
         # By name, not an import statement: the root package is imported by every layer
         # (serve included), and only analysis code asking for Model should load apply/.

@@ -22,7 +22,7 @@ from mlaas4hep.apply import Model
 from mlaas4hep.artifact import FEATURES_FILE, MODEL_FILE, PUBLISHED_FILES, SPEC_FILE
 from mlaas4hep.auth.local_issuer import LocalIssuer
 from mlaas4hep.cli import main
-from mlaas4hep.cli.models_fetch import fetch_model, parse_model_ref
+from mlaas4hep.client.models import fetch_model, parse_model_ref
 from mlaas4hep.data.samples import write_sample
 from mlaas4hep.errors import PermissionDenied, SpecError
 

@@ -8,8 +8,9 @@ and opens an ONNX Runtime session. ``predict(events)`` takes what uproot and cof
 returns numpy scores, one row per event, ``FILL_VALUE`` (NaN) where the event fails the
 cuts; ``evaluate`` also returns the pass mask.
 
-The name form (``NAME[:VERSION]`` of a model in the service) is resolved by the CLI, which
-owns the HTTP client (``mlaas4hep apply``); this package only reads files.
+``Model.load("NAME[:VERSION]")`` (a model published in the service) downloads the bundle
+first through the one HTTP client (:mod:`mlaas4hep.client.models`: URL and token as the CLI
+finds them, or ``url=``/``token=``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from mlaas4hep import artifact
 from mlaas4hep.artifact import BundleFeatures
+from mlaas4hep.client import models
 from mlaas4hep.errors import DataQualityError, SpecError
 from mlaas4hep.preprocess.partitioned import chunk_columns
 from mlaas4hep.preprocess.program import Program
@@ -67,12 +69,24 @@ class Model:
         self.name = re.sub(r"\W", "_", raw)
 
     @classmethod
-    def load(cls, source: str | Path, *, threads: int | None = None) -> Model:
-        """Load the bundle directory *source* (what ``mlaas4hep run`` writes).
+    def load(
+        cls,
+        source: str | Path,
+        *,
+        threads: int | None = None,
+        url: str | None = None,
+        token: str | None = None,
+    ) -> Model:
+        """Load the bundle directory *source* (what ``mlaas4hep run`` writes), or the
+        model ``NAME[:VERSION]`` of the service (downloaded first; *url*/*token* default
+        to the CLI's).
 
-        Raises ``SpecError`` when it is not a bundle, naming the missing file.
+        Raises ``SpecError`` when it is not a bundle, naming the missing file;
+        ``NotFound``/``PermissionDenied`` for a model of the service it may not have.
         """
         bundle = Path(source).expanduser()
+        if not bundle.is_dir() and isinstance(source, str) and models.is_model_ref(source):
+            bundle = models.fetch_model(source, url=url, token=token)
         if not bundle.is_dir():
             msg = (
                 f"model {str(source)!r} is not a bundle directory; give the output directory "

@@ -2,7 +2,7 @@
 
 MODEL (and each ``--model``) is a model bundle directory (the output of ``mlaas4hep run``,
 or of ``mlaas4hep download JOB``) or a model ``NAME[:VERSION]`` published in the service,
-whose bundle is fetched first (``mlaas4hep.cli.models_fetch``). INPUTS are what a spec
+whose bundle is fetched first (``mlaas4hep.client.models``). INPUTS are what a spec
 accepts: paths, globs, ``@lists``, ``root://`` (through the first model's
 ``data.xrootd_proxy``) and ``http(s)://`` URLs. Every input is streamed once through
 every model (``mlaas4hep.apply.score_file``) into one output per input,
@@ -35,7 +35,6 @@ import numpy as np
 
 from mlaas4hep.apply import Model, ScoredChunk, score_file
 from mlaas4hep.apply.distributed import score_inputs
-from mlaas4hep.cli.models_fetch import fetch_model, is_model_ref
 from mlaas4hep.data.friend import FORMATS, SUFFIXES, Format, open_output
 from mlaas4hep.data.partition import PARTITION_ENTRIES, Distributor
 from mlaas4hep.data.schema import inspect_tree
@@ -100,10 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
 def load_model(source: str) -> Model:
     """A bundle directory, or a model ``NAME[:VERSION]`` of the service, fetched first
-    (``mlaas4hep.cli.models_fetch``: URL and token from the environment, the client
+    (``mlaas4hep.client.models``: URL and token from the environment, the client
     config or ``mlaas4hep login``)."""
-    if is_model_ref(source):
-        return Model.load(fetch_model(source))
     return Model.load(source)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlaas4hep.cli.client import ApiClient, add_client_arguments
+from mlaas4hep.cli.client import add_client_arguments, client_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with ApiClient.from_args(args) as client:
+    with client_from_args(args) as client:
         job = client.cancel(args.job_id)
     if job["state"] == "cancelled":
         print(f"job {job['id']} cancelled")

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import yaml
 
-from mlaas4hep.cli.client import ApiClient
 from mlaas4hep.cli.submit import wait
+from mlaas4hep.client import Client
 from mlaas4hep.config import MLAAS4HEP_ARGV
 from mlaas4hep.errors import Mlaas4hepError
 from mlaas4hep.loopback import free_port, give_to_xrootd, listening, xrootd_command
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         url = stack.enter_context(_service(work / "service", logs / "serve.log"))
         print(f"    {url}  (log: {logs / 'serve.log'})")
         token = _mint_token(work / "service")
-        with ApiClient(url, token, timeout=120.0) as client:
+        with Client(url, token, timeout=120.0) as client:
             _step("3/7 upload the background file as a dataset")
             body = files["background"].read_bytes()
             client.request("POST", "/datasets", params={"name": "background.root"}, content=body)
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"    job {job['id']} ({work / 'pipeline.yaml'})")
             final = wait(client, job["id"], poll=1.0)
             if final["state"] != "succeeded":
-                log = b"".join(client.logs(job["id"])).decode(errors="replace")
+                log = client.logs(job["id"]).decode(errors="replace")
                 (logs / "job.log").write_text(log)
                 msg = f"the job {final['state']}: {final['reason']} (log: {logs / 'job.log'})"
                 raise DemoError(msg)
@@ -242,7 +242,7 @@ def _demo_spec(signal: str, epochs: int) -> dict[str, Any]:
     }
 
 
-def _show_results(client: ApiClient, job_id: str, dest: Path) -> None:
+def _show_results(client: Client, job_id: str, dest: Path) -> None:
     names = [a["name"] for a in client.artifacts(job_id)]
     metrics_name = next((n for n in names if n.endswith("metrics.json")), None)
     if metrics_name is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path, PurePosixPath
 
-from mlaas4hep.cli.client import ApiClient, add_client_arguments
+from mlaas4hep.cli.client import add_client_arguments, client_from_args
 from mlaas4hep.errors import UnsafeArchiveError
 
 BUNDLE = "bundle.tar.gz"
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out or Path(args.job_id)
-    with ApiClient.from_args(args) as client:
+    with client_from_args(args) as client:
         if args.bundle:
             path = client.download(args.job_id, BUNDLE, out / BUNDLE)
             print(f"saved {path}")

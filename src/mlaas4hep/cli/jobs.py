@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mlaas4hep.cli.client import ApiClient, add_client_arguments
+from mlaas4hep.cli.client import add_client_arguments, client_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with ApiClient.from_args(args) as client:
+    with client_from_args(args) as client:
         page = client.jobs(args.state, limit=args.limit)
     if args.json:
         import json

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlaas4hep.cli.client import ApiClient, add_client_arguments
+from mlaas4hep.cli.client import add_client_arguments, client_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with ApiClient.from_args(args) as client:
-        for chunk in client.logs(args.job_id, follow=args.follow):
+    with client_from_args(args) as client:
+        for chunk in client.log_stream(args.job_id, follow=args.follow):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
     return 0

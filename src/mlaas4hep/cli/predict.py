@@ -8,7 +8,7 @@ cuts). ``--output`` writes the table to a file instead.
 
 MODEL a model name in the service and FILE a ROOT file: if the published version carries
 its preprocessing (a model deployed from a training run), its bundle is fetched
-(``mlaas4hep.cli.models_fetch``) and the file is scored locally as above. Otherwise rows
+(``mlaas4hep.client.models``) and the file is scored locally as above. Otherwise rows
 are sent to the service.
 
 The rows come from a JSON file (TFaaS ``{"keys": [...], "values": [...]}``, a list of
@@ -17,8 +17,7 @@ from a ROOT file (``--tree``; the model's ``feature_names`` are read as flat bra
 in bounded chunks). Requests use the V2 binary protocol in batches of ``--batch-size``
 rows. Prints (or writes with ``--output``) ``{"model", "model_version", "outputs"}``.
 
-The token comes from ``--token``, ``$MLAAS4HEP_TOKEN`` or the file ``mlaas4hep login``
-stores; the service URL from ``--url`` or ``$MLAAS4HEP_URL``.
+The service URL and token are found like every command's (:mod:`mlaas4hep.client.http`).
 """
 
 from __future__ import annotations
@@ -33,18 +32,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from mlaas4hep.cli.client import add_client_arguments, client_from_args
 from mlaas4hep.documents import load_json
-from mlaas4hep.errors import (
-    AuthError,
-    DataQualityError,
-    Mlaas4hepError,
-    NotFound,
-    PermissionDenied,
-    SpecError,
-    closest,
-)
+from mlaas4hep.errors import DataQualityError, SpecError, closest
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 Array = np.ndarray[Any, Any]
 #: Rows given as JSON are parsed in memory; bigger inputs belong in a ROOT file.
 MAX_JSON_ROWS_BYTES = 256 * 1024 * 1024
@@ -54,12 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a bundle directory, or a model name in the service")
     parser.add_argument("--input", required=True, type=Path, help="rows: a .json or .root file")
     parser.add_argument("--version", default=None, help="model version (default: latest)")
-    parser.add_argument("--url", default=os.environ.get("MLAAS4HEP_URL", DEFAULT_URL))
-    parser.add_argument("--token", default=None, help="bearer token (default: stored token)")
     parser.add_argument("--tree", default=None, help="ROOT tree (default: the only one)")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per request")
     parser.add_argument("--output", type=Path, default=None, help="write JSON here")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,10 +70,10 @@ def _fetch_bundle(args: argparse.Namespace) -> Path | None:
     uploaded as bare ONNX has none, and its rows go to the service as flat branches.
     """
     from mlaas4hep.artifact import FEATURES_FILE, SPEC_FILE
-    from mlaas4hep.cli.models_fetch import fetch_model
 
     ref = f"{args.model}:{args.version}" if args.version else args.model
-    bundle = fetch_model(ref, url=args.url, token=args.token)
+    with client_from_args(args) as client:
+        bundle = client.fetch_model(ref)
     has_preprocessing = (bundle / FEATURES_FILE).is_file() and (bundle / SPEC_FILE).is_file()
     return bundle if has_preprocessing else None
 
@@ -134,24 +124,23 @@ def _cell(value: Any) -> str:
 
 
 def _run_service(args: argparse.Namespace) -> int:
-    import httpx
+    from mlaas4hep.client import inference
 
     if args.batch_size < 1:
         msg = f"--batch-size must be positive, got {args.batch_size!r}"
         raise SpecError(msg)
-    token = args.token or _stored_token()
-    base = f"{args.url.rstrip('/')}/v2/models/{args.model}"
-    if args.version:
-        base += f"/versions/{args.version}"
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(headers=headers, timeout=args.timeout) as client:
-        meta = _call(client, "GET", base).json()
+    with client_from_args(args) as client:
+        meta = client.model(args.model, args.version)
         tensor = meta["inputs"][0]
         features = list(meta.get("parameters", {}).get("feature_names") or [])
+        path = inference.model_path(args.model, args.version)
         outputs: dict[str, list[Array]] = {}
         version = None
         for rows in read_rows(args.input, features, args.tree, args.batch_size):
-            version, result = _infer(client, base, tensor, rows.astype(_dtype(tensor)))
+            data = rows.astype(inference.dtype_of(tensor))
+            version, result = inference.infer(
+                client, path, {tensor["name"]: (tensor["datatype"], data)}
+            )
             for name, array in result.items():
                 outputs.setdefault(name, []).append(array)
     doc = {
@@ -165,90 +154,6 @@ def _run_service(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
-
-
-def _stored_token() -> str:
-    from mlaas4hep.auth.token_store import load_token
-
-    return load_token()
-
-
-def _dtype(tensor: dict[str, Any]) -> np.dtype[Any]:
-    names = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64}
-    names |= {"INT32": np.int32}
-    if tensor["datatype"] not in names:
-        msg = f"input {tensor['name']!r} is {tensor['datatype']}; predict sends {sorted(names)}"
-        raise SpecError(msg)
-    return np.dtype(names[tensor["datatype"]])
-
-
-def _infer(
-    client: Any, url: str, tensor: dict[str, Any], rows: Array
-) -> tuple[str, dict[str, Array]]:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": tensor["name"],
-                    "shape": list(rows.shape),
-                    "datatype": tensor["datatype"],
-                    "parameters": {"binary_data_size": rows.nbytes},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    data = np.ascontiguousarray(rows).astype(rows.dtype.newbyteorder("<")).tobytes()
-    response = _call(
-        client,
-        "POST",
-        url + "/infer",
-        content=header + data,
-        headers={"Inference-Header-Content-Length": str(len(header))},
-    )
-    length = int(response.headers.get("Inference-Header-Content-Length", len(response.content)))
-    doc = json.loads(response.content[:length])
-    offset, result = length, {}
-    for out in doc["outputs"]:
-        dtype = _dtype(out)
-        size = out["parameters"]["binary_data_size"]
-        data = response.content[offset : offset + size]
-        result[out["name"]] = np.frombuffer(data, dtype.newbyteorder("<")).reshape(out["shape"])
-        offset += size
-    return str(doc["model_version"]), result
-
-
-def _call(client: Any, method: str, url: str, **kwargs: Any) -> Any:
-    """One HTTP call; transport failures and error answers become project errors."""
-    import httpx
-
-    try:
-        response = client.request(method, url, **kwargs)
-    except httpx.HTTPError as exc:
-        msg = f"cannot reach the inference service at {url!r}: {exc}; check --url"
-        raise Mlaas4hepError(msg) from exc
-    _raise_for(response)
-    return response
-
-
-def _raise_for(response: Any) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        reason = response.json().get("error", response.text)
-    except ValueError:
-        reason = response.text[:200]
-    status = response.status_code
-    if status == 401:
-        msg = f"the service refused the token ({reason}); run `mlaas4hep login`"
-        raise AuthError(msg)
-    if status == 403:
-        msg = f"not allowed: {reason}"
-        raise PermissionDenied(msg)
-    if status == 404:
-        raise NotFound(reason)
-    msg = f"the service answered {status}: {reason}"
-    raise Mlaas4hepError(msg)
 
 
 # ---- reading rows ----------------------------------------------------------------------

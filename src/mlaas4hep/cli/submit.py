@@ -14,15 +14,13 @@ metrics) and the exit status says how it ended: 0 succeeded, 1 failed or cancell
 from __future__ import annotations
 
 import argparse
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from mlaas4hep.cli.client import ApiClient, add_client_arguments
+from mlaas4hep.cli.client import add_client_arguments, client_from_args
+from mlaas4hep.client import Client
 from mlaas4hep.errors import SpecError
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         msg = f"cannot read the spec {str(args.spec)!r}: {exc.strerror}"
         raise SpecError(msg) from exc
     key = args.idempotency_key or uuid.uuid4().hex
-    with ApiClient.from_args(args) as client:
+    with client_from_args(args) as client:
         job = client.submit(spec, args.files, key)
         print(f"submitted job {job['id']} ({job['name']})")
         if not args.wait:
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if final["state"] == "succeeded" else 1
 
 
-def wait(client: ApiClient, job_id: str, poll: float) -> dict[str, Any]:
+def wait(client: Client, job_id: str, poll: float) -> dict[str, Any]:
     """Poll until the job ends, drawing a progress bar; returns the final job."""
     from rich.progress import (
         BarColumn,
@@ -83,12 +81,7 @@ def wait(client: ApiClient, job_id: str, poll: float) -> dict[str, Any]:
     )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task("queued", total=None, metrics="")
-        while True:
-            job = client.job(job_id)
-            _update(bar, task, job)
-            if job["state"] in TERMINAL:
-                return job
-            time.sleep(poll)
+        return client.wait(job_id, poll=poll, on_update=lambda job: _update(bar, task, job))
 
 
 def _update(bar: Any, task: Any, job: dict[str, Any]) -> None:

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from api_helpers import make_client
 
-from mlaas4hep.cli.client import ApiClient, ServiceError, resolve
 from mlaas4hep.cli.download import safe_relative
+from mlaas4hep.client import Client
+from mlaas4hep.client.http import ServiceError, resolve
 from mlaas4hep.errors import NotFound, PermissionDenied, SpecError, UnsafeArchiveError
 
 
@@ -28,16 +29,16 @@ def test_resolution_order(tmp_path: Path) -> None:
 def test_client_maps_problems_to_exceptions(tmp_path: Path) -> None:
     with make_client(tmp_path, run_executor=False) as tc:
         transport = httpx.MockTransport(lambda req: _forward(tc, req))
-        alice = ApiClient("http://test", "token-alice", transport=transport)
+        alice = Client("http://test", "token-alice", transport=transport)
         job = alice.submit(b"name: x\n", [])
         assert alice.job(job["id"])["state"] == "queued"
         assert alice.jobs(["queued"])["items"][0]["id"] == job["id"]
         with pytest.raises(SpecError, match="not valid YAML"):
             alice.submit(b"name: [", [])
-        bob = ApiClient("http://test", "token-bob", transport=transport)
+        bob = Client("http://test", "token-bob", transport=transport)
         with pytest.raises(NotFound, match=job["id"]):
             bob.cancel(job["id"])
-        reader = ApiClient("http://test", "token-reader", transport=transport)
+        reader = Client("http://test", "token-reader", transport=transport)
         with pytest.raises(PermissionDenied, match=r"compute\.create"):
             reader.submit(b"name: x\n", [])
         assert alice.cancel(job["id"])["state"] == "cancelled"
@@ -54,7 +55,7 @@ def _forward(tc: object, request: httpx.Request) -> httpx.Response:
 
 
 def test_unreachable_service_says_what_to_do() -> None:
-    client = ApiClient("http://127.0.0.1:9", "t")
+    client = Client("http://127.0.0.1:9", "t")
     with pytest.raises(ServiceError, match="mlaas4hep serve"):
         client.job("0" * 32)
 

@@ -11,7 +11,7 @@ import yaml
 from api_helpers import make_client
 from jobs_helpers import pipeline_doc
 
-from mlaas4hep.cli.client import ApiClient
+from mlaas4hep.client import Client
 from mlaas4hep.errors import PermissionDenied, SpecError
 from mlaas4hep.jobs.service import pipeline_validator
 
@@ -28,7 +28,7 @@ def _forward(tc: object, request: httpx.Request) -> httpx.Response:
 
 def test_cli_submission_checks_lists_expressions_and_scopes(tmp_path: Path) -> None:
     with make_client(tmp_path, run_executor=False, spec_validator=pipeline_validator) as tc:
-        alice = ApiClient("http://test", "token-alice", transport=httpx.MockTransport(
+        alice = Client("http://test", "token-alice", transport=httpx.MockTransport(
             lambda req: _forward(tc, req)))  # fmt: skip
         doc = pipeline_doc("cli")
         for d in doc["data"]["datasets"]:

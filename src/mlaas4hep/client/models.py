@@ -12,7 +12,8 @@ model): the cache is where the files live, never a reason to skip asking the ser
 whose rights are checked on every fetch. The new copy replaces the old one by renames,
 so a reader never sees a half-extracted directory.
 
-The service URL and token are found like every command's (:mod:`mlaas4hep.cli.client`).
+The service URL and token are found like every command's (:mod:`mlaas4hep.client.http`);
+``mlaas4hep.Client.fetch_model`` and ``mlaas4hep.Model.load("NAME[:VERSION]")`` call it too.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from pathlib import Path
 import httpx
 
 from mlaas4hep.artifact import MODEL_FILE
-from mlaas4hep.cli.client import ApiClient, resolve
+from mlaas4hep.client.http import ServiceError, Transport, resolve
+from mlaas4hep.client.inference import model_path
 from mlaas4hep.errors import AuthError, NotFound, SpecError, UnsafeArchiveError
 from mlaas4hep.serve.archive import ArchiveLimits, extract_tar
+from mlaas4hep.serve.bundle_export import MODEL_VERSION_HEADER
 
 #: ``NAME[:VERSION]``: a model name of the repository, a version number or ``latest``.
 MODEL_REF = re.compile(
@@ -82,18 +85,23 @@ def fetch_model(
     and not shared), NotFound (no such model or version), AuthError (401),
     UnsafeArchiveError (a member the archive checks refuse), ServiceError (unreachable).
     """
-    name, version = parse_model_ref(ref)
     url, token = resolve(url, token)
+    with Transport(url, token, transport=transport) as http:
+        return fetch(http, ref, cache)
+
+
+def fetch(http: Transport, ref: str, cache: Path | None = None) -> Path:
+    """:func:`fetch_model` over an open client."""
+    name, version = parse_model_ref(ref)
     model_dir = (cache or cache_dir()) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=model_dir))
     try:
-        with ApiClient(url, token, transport=transport) as client:
-            try:
-                number = client.model_bundle(name, version, work / BUNDLE_ARCHIVE)
-            except (AuthError, NotFound) as exc:  # PermissionDenied is an AuthError
-                msg = f"cannot fetch model {ref!r} from {url}: {exc}"
-                raise type(exc)(msg) from exc
+        try:
+            number = _download(http, name, version, work / BUNDLE_ARCHIVE)
+        except (AuthError, NotFound) as exc:  # PermissionDenied is an AuthError
+            msg = f"cannot fetch model {ref!r} from {http.url}: {exc}"
+            raise type(exc)(msg) from exc
         extracted = work / "bundle"
         extracted.mkdir()
         with (work / BUNDLE_ARCHIVE).open("rb") as archive:
@@ -104,6 +112,20 @@ def fetch_model(
         return _install(extracted, model_dir / str(number), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _download(http: Transport, name: str, version: str | None, dest: Path) -> int:
+    """Save a published version's bundle (``tar.gz``) to *dest*; return its version
+    number (*version* None: the newest in service)."""
+    with http.stream("GET", model_path(name, version) + "/bundle", timeout=None) as r:
+        number = r.headers.get(MODEL_VERSION_HEADER, "")
+        if not number.isdigit():
+            msg = f"the service sent no model version for {name!r}; is it mlaas4hep?"
+            raise ServiceError(msg)
+        with dest.open("xb") as out:
+            for chunk in r.iter_bytes():
+                out.write(chunk)
+    return int(number)
 
 
 def _install(extracted: Path, target: Path, work: Path) -> Path:
