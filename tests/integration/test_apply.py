@@ -261,3 +261,18 @@ def test_remote_input_through_the_real_xrootd_server_equals_the_local_file(
     for name in want:
         assert got[name].dtype == want[name].dtype, name
         np.testing.assert_array_equal(got[name], want[name])  # NaN where both fail the cuts
+
+
+def test_an_input_without_entries_keeps_the_identifier_types(
+    bundle: Path, samples: Path, tmp_path: Path
+) -> None:
+    """An empty tree gets an empty friend whose identifiers have the source's types (so the
+    outputs of one sample concatenate), locally and as Parquet."""
+    empty = write_sample(tmp_path / "empty.root", "signal", 0, seed=5)
+    with uproot.open(empty) as f:
+        want = {i: f["Events"][i].interpretation.to_dtype for i in IDS}
+    assert main(["apply", str(bundle), str(empty), "--out", str(tmp_path / "o")]) == 0
+    got = read(tmp_path / "o" / f"empty.{Model.load(bundle).name}.friend.root")
+    assert {k: len(v) for k, v in got.items()} == dict.fromkeys(got, 0)
+    assert {i: got[i].dtype for i in IDS} == want
+    assert want["event"] == np.dtype(np.uint64)  # not the int64 it used to be

@@ -225,3 +225,42 @@ def test_model_references() -> None:
     for bad in ("../x", "a:0", "a:b", "-a", "a:1:2"):
         with pytest.raises(SpecError, match="NAME:VERSION"):
             parse_model_ref(bad)
+
+
+def test_model_load_by_name_and_the_python_client(
+    world: dict[str, object], as_user: Callable[[str], None], tmp_path: Path
+) -> None:
+    """``Model.load("NAME:VERSION")`` fetches like the CLI; ``Client`` lists, describes
+    and scores the served model with the answers of in-process ONNX Runtime."""
+    import onnxruntime as ort
+
+    from mlaas4hep import Client
+    from mlaas4hep import Model as TopLevelModel
+
+    as_user("alice")
+    model = TopLevelModel.load(f"{NAME}:1")
+    assert model.bundle == tmp_path / "cache" / "models" / NAME / "1"
+    assert model.output_columns == ("tth_score",)
+    server = world["server"]
+    assert isinstance(server, JobServer)
+    with Client() as client:  # URL and token from the environment, as the CLI
+        assert client.url == server.url
+        listed = {m["name"] for m in client.models()}
+        assert NAME in listed
+        meta = client.model(NAME)
+        features = meta["parameters"]["feature_names"]
+        rows = np.random.default_rng(3).normal(size=(37, len(features))).astype(np.float32)
+        got = client.predict(NAME, rows)
+        by_columns = client.predict(NAME, {f: rows[:, i] for i, f in enumerate(features)})
+    bundle = world["bundle"]
+    assert isinstance(bundle, Path)
+    session = ort.InferenceSession(str(bundle / MODEL_FILE), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: rows})
+    (name,) = got
+    np.testing.assert_allclose(got[name], want[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(by_columns[name], got[name])
+    as_user("bob")
+    with Client() as client, pytest.raises(PermissionDenied, match="another user"):
+        client.predict(NAME, rows)
+    with pytest.raises(PermissionDenied):
+        TopLevelModel.load(NAME)

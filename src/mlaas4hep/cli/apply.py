@@ -136,7 +136,7 @@ def _outputs(
         ids=ids, min_entries=args.partition_entries,
     )  # fmt: skip
     for s in scored:
-        yield s.source, partial(write_output, models, s.chunks, s.tree)
+        yield s.source, partial(write_output, models, s.chunks, s.tree, source=s.source)
 
 
 def apply_one(models: Sequence[Model], source: str, out: Path, args: Any) -> int:
@@ -147,11 +147,17 @@ def apply_one(models: Sequence[Model], source: str, out: Path, args: Any) -> int
     with closing(
         score_file(models, source, tree=tree, step_size=args.step_size, ids=ids)
     ) as chunks:
-        return write_output(models, chunks, tree, out, args)
+        return write_output(models, chunks, tree, out, args, source=source)
 
 
 def write_output(
-    models: Sequence[Model], chunks: Iterable[ScoredChunk], tree: str, out: Path, args: Any
+    models: Sequence[Model],
+    chunks: Iterable[ScoredChunk],
+    tree: str,
+    out: Path,
+    args: Any,
+    *,
+    source: str,
 ) -> int:
     """Write the scored *chunks* of one input into *out* (atomically); return the entries."""
     columns = [c for m in models for c in (*m.output_columns, m.pass_column)]
@@ -166,8 +172,8 @@ def write_output(
             writer.write(rows, cols)
             n += len(chunk)
         if writer is None:  # an empty tree: an empty friend, still entry-aligned
-            writer = open_output(out, args.format, tree=tree, ids=_empty_ids(models, args),
-                                 columns=columns)  # fmt: skip
+            empty = _empty_ids(models, args, source, tree)
+            writer = open_output(out, args.format, tree=tree, ids=empty, columns=columns)
         writer.commit()
     except BaseException:
         if writer is not None:
@@ -192,10 +198,15 @@ def _rows(
     return ids, cols
 
 
-def _empty_ids(models: Sequence[Model], args: Any) -> dict[str, np.dtype[Any]]:
+def _empty_ids(
+    models: Sequence[Model], args: Any, source: str, tree: str
+) -> dict[str, np.dtype[Any]]:
+    """The identifier columns of an input without entries: the source branches' own
+    types (a uint64 ``event`` stays uint64, so outputs of one sample concatenate)."""
     if args.no_ids:
         return {ENTRY: np.dtype(np.int64)}
-    return {i: np.dtype(np.int64) for i in models[0].identifiers}
+    schema = inspect_tree(source, tree)
+    return {i: np.dtype(schema.branch(i).dtype) for i in models[0].identifiers}
 
 
 @dataclass

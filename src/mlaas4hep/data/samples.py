@@ -67,14 +67,15 @@ def write_sample(
     """Write ``events`` NanoAOD-like events of ``kind`` to ``path`` and return the path.
 
     The file is written under a temporary name and renamed when complete, so a reader never
-    sees half a file. Raises ``SpecError`` for an unknown kind or non-positive sizes.
+    sees half a file. ``events=0`` writes the tree with no entries (empty inputs exist:
+    a skim that kept nothing). Raises ``SpecError`` for an unknown kind or bad sizes.
     """
     if kind not in KINDS:
         msg = f"unknown sample kind {kind!r}; use one of {', '.join(map(repr, KINDS))}"
         raise SpecError(msg)
-    if events < 1 or basket_entries < 1 or seed < 0:
+    if events < 0 or basket_entries < 1 or seed < 0:
         msg = (
-            f"events ({events!r}) and basket_entries ({basket_entries!r}) must be >= 1 "
+            f"basket_entries ({basket_entries!r}) must be >= 1, events ({events!r}) "
             f"and seed ({seed!r}) >= 0"
         )
         raise SpecError(msg)
@@ -89,6 +90,8 @@ def write_sample(
                 if tree is None:
                     tree = out.mktree(TREE, _branch_types(chunk))
                 tree.extend(chunk)
+            if tree is None:  # no entries: the branches of a one-event chunk, no baskets
+                out.mktree(TREE, _branch_types(next(_chunks(kind, 1, seed, 1))))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
