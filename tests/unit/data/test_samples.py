@@ -81,7 +81,7 @@ def test_deterministic_and_chunked(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "events"), [("ttbar", 10), ("signal", 0)], ids=["bad-kind", "no-events"]
+    ("kind", "events"), [("ttbar", 10), ("signal", -1)], ids=["bad-kind", "negative-events"]
 )
 def test_bad_arguments(tmp_path: Path, kind: str, events: int) -> None:
     with pytest.raises(SpecError, match=repr(kind) if kind == "ttbar" else "events"):
