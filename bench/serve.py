@@ -6,10 +6,19 @@
     >= 0.75).
 (b) V2 binary requests of 4096 rows: rows/s against ONNX Runtime called in-process on the
     same batches with the same session options: ``binary_ratio`` (target >= 0.5).
+(c) V2 JSON, one row per request (what V2 HTTP clients send), against the same bare
+    server: ``v2_json_ratio`` (target >= 0.75, p99 <= 20 ms).
+(d) V2 over gRPC (``inference.GRPCInferenceService/ModelInfer``), driven by ``h2load``
+    (nghttp2) with a pre-framed request body: one row per request against the bare server
+    (``grpc_ratio``, target >= 0.75) and 4096 rows per request against in-process ONNX
+    Runtime (``grpc_binary_ratio``, target >= 0.7). h2load counts HTTP/2 answers, and a
+    gRPC error is an HTTP 200 with a ``grpc-status`` trailer, so the server's own metrics
+    (``outcome="ok"`` of protocol ``grpc``) must account for every request counted.
 
-Both servers run as one uvicorn process each (uvloop, httptools), one at a time; wrk
-uses one thread. Model: the MLP 42x128x128x128x64x64x1. ``--json`` prints one JSON object
-as the last line; ``--smoke`` runs a few seconds only (CI checks that it still works).
+Both servers run as one uvicorn process each (uvloop, httptools), serving at the same
+time, measured one after the other; wrk and h2load use one thread each. Model: the MLP
+42x128x128x128x64x64x1. ``--json`` prints one JSON object as the last line; ``--smoke``
+runs a few seconds only (CI checks that it still works).
 """
 
 from __future__ import annotations
@@ -48,13 +57,15 @@ N_FEATURES = BENCH_LAYERS[0]
 def _auth(data_dir: Path) -> tuple[Callable[..., Principal], Callable[..., bool], str, str]:
     """The service's real authenticator (local issuer, ES256) and a scope policy."""
     from mlaas4hep.auth.factory import create_authenticator
-    from mlaas4hep.auth.policy import INFERENCE_SCOPE, has_scope, model_scope
+    from mlaas4hep.auth.policy import INFERENCE_SCOPE, METRICS_SCOPE, has_scope, model_scope
 
     setup = create_authenticator({"local_issuer": True}, data_dir=data_dir, listen_host="127.0.0.1")
     assert setup.local_issuer is not None
-    token = setup.local_issuer.mint("bench", ["storage.read:/models/mlp"])
+    token = setup.local_issuer.mint("bench", ["storage.read:/models/mlp", METRICS_SCOPE])
 
     def authorize(principal: Principal, action: str, model: str) -> bool:
+        if action == "metrics":
+            return has_scope(principal, METRICS_SCOPE)
         if action == "infer" and has_scope(principal, INFERENCE_SCOPE):
             return True
         scope_action = "read" if action in ("infer", "read") else action
@@ -68,14 +79,14 @@ def _auth(data_dir: Path) -> tuple[Callable[..., Principal], Callable[..., bool]
     )
 
 
-def serve_ours(port: int, repo: Path, data_dir: Path) -> None:
+def serve_ours(port: int, repo: Path, data_dir: Path, grpc_port: int | None) -> None:
     import uvicorn
 
     from mlaas4hep.serve.app import create_inference_app
     from mlaas4hep.serve.settings import InferenceSettings
 
     authenticate, authorize, _token, _kind = _auth(data_dir)
-    settings = InferenceSettings(repository=repo, poll_interval_s=0)
+    settings = InferenceSettings(repository=repo, poll_interval_s=0, grpc_port=grpc_port)
     app = create_inference_app(settings, authenticate=authenticate, authorize=authorize)
     uvicorn.run(
         app,
@@ -189,6 +200,66 @@ def _percentile(out: str, which: str) -> float:
     return round(float(match.group(1)) * scale, 3)
 
 
+def _h2load(
+    target: str, message: bytes, token: str, streams: int, seconds: float, work: Path
+) -> dict[str, float]:
+    """gRPC ``ModelInfer`` calls of one pre-framed *message* for *seconds*."""
+    frame = work / f"grpc-{len(message)}.bin"
+    frame.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    cmd = [
+        "h2load", "-t1", "-c1", f"-m{streams}", f"-D{max(1, round(seconds))}",
+        "-d", str(frame),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "-H", f"authorization: Bearer {token}",
+        f"http://{target}/inference.GRPCInferenceService/ModelInfer",
+    ]  # fmt: skip
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    rps = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    if done is None or rps is None or done.group(1) != done.group(2) or done.group(1) == "0":
+        raise RuntimeError(f"h2load saw failed requests:\n{out}")
+    return {"rps": float(rps.group(1)), "done": float(done.group(1)), **_h2_latency(out)}
+
+
+def _h2_latency(out: str) -> dict[str, float]:
+    """Mean and max request time (h2load prints no percentiles)."""
+    match = re.search(
+        r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out
+    )
+    if match is None:
+        return {}
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    return {
+        "mean_ms": round(float(match.group(5)) * scale[match.group(6)], 3),
+        "max_ms": round(float(match.group(3)) * scale[match.group(4)], 3),
+    }
+
+
+def _grpc_message(rows: int) -> bytes:
+    """A serialised ``ModelInferRequest`` with the rows as ``raw_input_contents``."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    x = np.random.default_rng(1).normal(size=(rows, N_FEATURES)).astype(np.float32)
+    request = pb.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="features", datatype="FP32", shape=[rows, N_FEATURES])
+    request.raw_input_contents.append(x.tobytes())
+    return bytes(request.SerializeToString())
+
+
+def _grpc_outcomes(url: str, token: str) -> dict[str, float]:
+    """The server's own count of gRPC requests per outcome (``/metrics``)."""
+    text = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mlaas4hep_inference_requests_total{") and 'protocol="grpc"' in line:
+            outcome = re.search(r'outcome="([^"]+)"', line)
+            if outcome:
+                counts[outcome.group(1)] = counts.get(outcome.group(1), 0) + float(line.split()[-1])
+    return counts
+
+
 def _in_process_rows_per_s(model: Path, threads: int, seconds: float) -> float:
     import onnxruntime as ort
 
@@ -220,13 +291,26 @@ def _v2_body(rows: int) -> tuple[bytes, int]:
     return header + x.tobytes(), len(header)
 
 
+def _v2_json_body() -> bytes:
+    row = np.random.default_rng(2).normal(size=N_FEATURES).astype(np.float32).tolist()
+    doc = {"inputs": [{"name": "features", "shape": [1, N_FEATURES], "datatype": "FP32",
+                       "data": row}]}  # fmt: skip
+    return json.dumps(doc).encode()
+
+
 def run(smoke: bool) -> dict[str, Any]:
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench/serve.py needs wrk: apt-get install -y wrk")
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench/serve.py needs {tool}: apt-get install -y {package}")
     # The machine is shared: measure in alternating rounds and keep each side's best, so a
     # burst of foreign load does not land on one side only.
     rounds, seconds = (1, 2.0) if smoke else (3, 8.0)
     threads = max(1, min(4, os.cpu_count() or 1))
+    runs: dict[str, list[dict[str, float]]] = {}
+
+    def measure(name: str, result: dict[str, float]) -> None:
+        runs.setdefault(name, []).append(result)
+
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         work = Path(tmp)
         model = write_sample_model(work / "repo" / "mlp" / "1") / "model.onnx"
@@ -237,26 +321,43 @@ def run(smoke: bool) -> dict[str, Any]:
         json_body = json.dumps({"keys": keys, "values": row, "model": "mlp"}).encode()
         body, header_len = _v2_body(ROWS)
         v2_headers = {**auth, "Inference-Header-Content-Length": str(header_len)}
-        ours_args = ["--serve-ours", "--repo", str(work / "repo"), "--data", str(work / "data")]
+        v2_json = _v2_json_body()
+        grpc_one, grpc_big = _grpc_message(1), _grpc_message(ROWS)
+        grpc_port = free_port()
+        grpc_target = f"127.0.0.1:{grpc_port}"
+        ours_args = ["--serve-ours", "--repo", str(work / "repo"), "--data", str(work / "data"),
+                     "--grpc-port", str(grpc_port)]  # fmt: skip
         bare_args = ["--serve-bare", "--model", str(model), "--threads", str(threads)]
+        infer = "/v2/models/mlp/infer"
         with (
             _server(bare_args, "/health") as bare_url,
             _server(ours_args, "/v2/health/ready") as url,
         ):
-            bare_json, ours_json, ours_bin, in_process = [], [], [], []
+            in_process = []
             _wrk(bare_url + "/json", json_body, {}, 64, 1, work)  # warm-ups
             _wrk(url + "/json", json_body, auth, 64, 1, work)
-            _wrk(url + "/v2/models/mlp/infer", body, v2_headers, 4, 1, work)
+            _wrk(url + infer, v2_json, auth, 64, 1, work)
+            _wrk(url + infer, body, v2_headers, 4, 1, work)
+            _h2load(grpc_target, grpc_one, token, 64, 1, work)
+            before = _grpc_outcomes(url, token)
             for _ in range(rounds):
-                bare_json.append(_wrk(bare_url + "/json", json_body, {}, 64, seconds, work))
-                ours_json.append(_wrk(url + "/json", json_body, auth, 64, seconds, work))
-                ours_bin.append(
-                    _wrk(url + "/v2/models/mlp/infer", body, v2_headers, 4, seconds, work)
-                )
+                measure("bare", _wrk(bare_url + "/json", json_body, {}, 64, seconds, work))
+                measure("json", _wrk(url + "/json", json_body, auth, 64, seconds, work))
+                measure("v2_json", _wrk(url + infer, v2_json, auth, 64, seconds, work))
+                measure("binary", _wrk(url + infer, body, v2_headers, 4, seconds, work))
+                measure("grpc", _h2load(grpc_target, grpc_one, token, 64, seconds, work))
+                measure("grpc_binary", _h2load(grpc_target, grpc_big, token, 4, seconds, work))
                 in_process.append(_in_process_rows_per_s(model, threads, seconds / 2))
-    bare, ours, binary = (max(r, key=lambda m: m["rps"]) for r in (bare_json, ours_json, ours_bin))
-    binary_rows = binary["rps"] * ROWS
-    best_in_process = max(in_process)
+            after = _grpc_outcomes(url, token)
+    counted = sum(r["done"] for name in ("grpc", "grpc_binary") for r in runs[name])
+    served_ok = after.get("ok", 0) - before.get("ok", 0)
+    failed = {k: v - before.get(k, 0) for k, v in after.items() if k != "ok"}
+    if served_ok < counted or any(failed.values()):
+        raise RuntimeError(f"gRPC: h2load counted {counted}, server ok {served_ok}, {failed}")
+    best = {name: max(r, key=lambda m: m["rps"]) for name, r in runs.items()}
+    bare, in_process_best = best["bare"], max(in_process)
+    binary_rows = best["binary"]["rps"] * ROWS
+    grpc_rows = best["grpc_binary"]["rps"] * ROWS
     return {
         "benchmark": "serve",
         "smoke": smoke,
@@ -265,18 +366,28 @@ def run(smoke: bool) -> dict[str, Any]:
         "rounds": rounds,
         "seconds_per_run": seconds,
         "auth": auth_kind,
-        "json_ratio": round(ours["rps"] / bare["rps"], 3),
-        "json_rps": round(ours["rps"], 1),
-        "json_p50_ms": ours["p50_ms"],
-        "json_p99_ms": ours["p99_ms"],
+        "json_ratio": round(best["json"]["rps"] / bare["rps"], 3),
+        "json_rps": round(best["json"]["rps"], 1),
+        "json_p50_ms": best["json"]["p50_ms"],
+        "json_p99_ms": best["json"]["p99_ms"],
+        "v2_json_ratio": round(best["v2_json"]["rps"] / bare["rps"], 3),
+        "v2_json_rps": round(best["v2_json"]["rps"], 1),
+        "v2_json_p50_ms": best["v2_json"]["p50_ms"],
+        "v2_json_p99_ms": best["v2_json"]["p99_ms"],
+        "grpc_ratio": round(best["grpc"]["rps"] / bare["rps"], 3),
+        "grpc_rps": round(best["grpc"]["rps"], 1),
+        "grpc_mean_ms": best["grpc"].get("mean_ms"),
         "bare_rps": round(bare["rps"], 1),
         "bare_p50_ms": bare["p50_ms"],
         "bare_p99_ms": bare["p99_ms"],
-        "binary_ratio": round(binary_rows / best_in_process, 3),
+        "binary_ratio": round(binary_rows / in_process_best, 3),
         "binary_rows_per_s": round(binary_rows),
-        "binary_p50_ms": binary["p50_ms"],
-        "binary_p99_ms": binary["p99_ms"],
-        "in_process_rows_per_s": round(best_in_process),
+        "binary_p50_ms": best["binary"]["p50_ms"],
+        "binary_p99_ms": best["binary"]["p99_ms"],
+        "grpc_binary_ratio": round(grpc_rows / in_process_best, 3),
+        "grpc_binary_rows_per_s": round(grpc_rows),
+        "in_process_rows_per_s": round(in_process_best),
+        "grpc_requests_checked": int(counted),
     }
 
 
@@ -291,9 +402,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_ours:
-        serve_ours(args.port, args.repo, args.data)
+        serve_ours(args.port, args.repo, args.data, args.grpc_port)
         return 0
     if args.serve_bare:
         serve_bare(args.port, args.model, args.threads)

@@ -66,8 +66,7 @@ def load_yaml(data: bytes | str, *, what: str, limit: int, max_depth: int = MAX_
     except DocumentError:
         raise
     except yaml.YAMLError as exc:
-        msg = f"{what} is not valid YAML/JSON: {exc}"
-        raise DocumentError(msg) from exc
+        raise DocumentError(_yaml_error(exc, text, what)) from exc
     except (ValueError, OverflowError, RecursionError) as exc:
         # e.g. an integer of more than 4300 digits (int_max_str_digits), a date out of range
         msg = f"{what} has a value that cannot be read: {str(exc)[:200]}"
@@ -135,6 +134,59 @@ def _text(data: bytes | str, *, what: str, limit: int) -> str:
 
 def _where(mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, what: str) -> str:
+    """PyYAML's error in the user's terms: the document's name (never ``<unicode string>``),
+    line and column, the offending line with a caret, and a hint for the usual mistakes."""
+    head = f"{what} is not valid YAML/JSON"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position)
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
+        return (
+            f"{head}: line {line + 1}, column {column + 1}: character {chr(exc.character)!r} "
+            f"is not accepted in YAML; remove it (only printable text is)"
+            + _snippet(text, line, column)
+        )
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return f"{head}: {str(exc)[:300]}"
+    problem = exc.problem or exc.context or "cannot be parsed"
+    context_mark = exc.context_mark
+    context = ""
+    if exc.context and exc.problem and context_mark is not None:
+        context = f" ({exc.context} at {_where(context_mark)})"
+    hint = _yaml_hint(problem, mark.line + 1, context_mark)
+    return f"{head}: {_where(mark)}: {problem}{context}{'; ' + hint if hint else ''}" + _snippet(
+        text, mark.line, mark.column
+    )
+
+
+def _yaml_hint(problem: str, line: int, context_mark: Any) -> str:
+    """What to do about the PyYAML *problem* found on *line* (1-based), if it is a usual one."""
+    indent = f"check the indentation of line {line} (use spaces, keys of one mapping aligned)"
+    if "'\\t'" in problem:
+        return f"line {line} has a tab character: YAML is indented with spaces, never tabs"
+    if problem.startswith("mapping values are not allowed"):
+        return f"{indent}, or quote a value that contains ': '"
+    if problem.startswith(("expected <block end>", "did not find expected")):
+        return indent
+    if problem.startswith("could not find expected ':'") and context_mark is not None:
+        key_line = context_mark.line + 1
+        return (
+            f"check line {key_line}: a key needs ':' after it, and a value that continues on "
+            f"the next line is indented further than its key"
+        )
+    return ""
+
+
+def _snippet(text: str, line: int, column: int) -> str:
+    """The 0-based *line* of *text* and a caret under *column*, or "" past the end."""
+    lines = text.splitlines()
+    if not 0 <= line < len(lines):
+        return ""
+    shown = lines[line].expandtabs(1)[:120]  # one column per tab keeps the caret in place
+    return f"\n    {shown}\n    {' ' * min(column, len(shown))}^"
 
 
 def _too_deep(what: str, max_depth: int) -> str:

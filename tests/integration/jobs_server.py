@@ -35,6 +35,7 @@ class JobServer:
     workers: int = 2
     fake: bool = True  # False: the real `mlaas4hep run`
     port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. MLAAS4HEP_INFERENCE__*
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,6 +59,7 @@ class JobServer:
         )
         if self.database_url:
             env["MLAAS4HEP_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
         return env
 
     def start(self) -> JobServer:

@@ -25,6 +25,7 @@ from mlaas4hep.cli import main
 from mlaas4hep.client.models import fetch_model, parse_model_ref
 from mlaas4hep.data.samples import write_sample
 from mlaas4hep.errors import PermissionDenied, SpecError
+from mlaas4hep.loopback import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
     bundle = tmp / "bundle"
     assert main(["run", str(tmp / "spec.yaml"), "--out", str(bundle)]) == 0
-    server = JobServer(tmp / "data").start()
+    grpc_port = free_port()
+    server = JobServer(
+        tmp / "data", extra_env={"MLAAS4HEP_INFERENCE__GRPC_PORT": str(grpc_port)}
+    ).start()
     try:
         issuer = LocalIssuer(server.data_dir)
         alice = issuer.mint("alice", SCOPES)
@@ -63,7 +67,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
             timeout=60,
         )
         assert r.status_code == 201, r.text
-        yield {"server": server, "alice": alice, "bob": bob, "bundle": bundle, "tmp": tmp}
+        yield {
+            "server": server,
+            "alice": alice,
+            "bob": bob,
+            "bundle": bundle,
+            "tmp": tmp,
+            "grpc": f"127.0.0.1:{grpc_port}",
+        }
     finally:
         server.stop()
 
@@ -264,3 +275,46 @@ def test_model_load_by_name_and_the_python_client(
         client.predict(NAME, rows)
     with pytest.raises(PermissionDenied):
         TopLevelModel.load(NAME)
+
+
+def test_grpc_with_real_tokens_and_ownership(world: dict[str, object]) -> None:
+    """``mlaas4hep serve`` with ``inference.grpc_port``: tritonclient.grpc with the local
+    issuer's real tokens gets the HTTP answer; bob, whom the owner record refuses, gets
+    PERMISSION_DENIED; a forged token UNAUTHENTICATED."""
+    import tritonclient.grpc as tgrpc
+    from tritonclient.utils import InferenceServerException
+
+    server = world["server"]
+    assert isinstance(server, JobServer)
+    client = tgrpc.InferenceServerClient(url=str(world["grpc"]))
+    alice = {"authorization": f"Bearer {world['alice']}"}
+    try:
+        meta = client.get_model_metadata(NAME, headers=alice)
+        width = int(meta.inputs[0].shape[1])
+        x = np.random.default_rng(5).normal(size=(9, width)).astype(np.float32)
+        features = tgrpc.InferInput(meta.inputs[0].name, [9, width], "FP32")
+        features.set_data_from_numpy(x)
+        got = client.infer(NAME, [features], headers=alice)
+        name = meta.outputs[0].name
+        r = httpx.post(
+            f"{server.url}/v2/models/{NAME}/infer",
+            json={"inputs": [{"name": meta.inputs[0].name, "shape": [9, width],
+                              "datatype": "FP32", "data": x.reshape(-1).tolist()}]},
+            headers={"Authorization": f"Bearer {world['alice']}"},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        (out,) = [o for o in r.json()["outputs"] if o["name"] == name]
+        want = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+        np.testing.assert_array_equal(got.as_numpy(name), want)
+        for headers, status in (
+            ({"authorization": f"Bearer {world['bob']}"}, "StatusCode.PERMISSION_DENIED"),
+            (
+                {"authorization": f"Bearer {str(world['alice'])[:-4]}AAAA"},
+                "StatusCode.UNAUTHENTICATED",
+            ),
+        ):
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(NAME, [features], headers=headers)
+            assert info.value.status() == status
+    finally:
+        client.close()

@@ -4,21 +4,28 @@
 local executor (started and stopped with the app), the authenticator and the routers
 (one per resource, under ``/api/v1``). Nothing lives at module level, so several apps
 (tests, replicas in one process) never share state.
+
+The OpenAPI document (``/openapi.json``) and its offline pages (``/docs``, ``/redoc``:
+:mod:`mlaas4hep.api.docs`) describe what the routes really do: the ``bearer`` scheme on
+every route that authenticates (:mod:`mlaas4hep.api.deps`), and on each route the error
+answers it can give, as RFC 9457 problems (:func:`mlaas4hep.api.errors.problem_responses`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastapi import APIRouter, FastAPI
 
 from mlaas4hep import __version__
 from mlaas4hep.api import errors
 from mlaas4hep.api.deps import local_issuer_router, principal_dependency
+from mlaas4hep.api.docs import install_docs
 from mlaas4hep.api.hosts import AllowedHosts, HostGuard
 from mlaas4hep.api.routes_datasets import datasets_router
 from mlaas4hep.api.routes_health import health_router
@@ -115,9 +122,15 @@ def create_app(
         title="mlaas4hep",
         version=__version__,
         summary="Machine Learning as a Service for HEP: submit pipelines, follow, download.",
+        description=API_DESCRIPTION,
         lifespan=_lifespan(store, executor, services),
+        # FastAPI's pages load Swagger UI and ReDoc from a CDN; ours are served offline.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     errors.install(app)
+    install_docs(app)
     # Outermost check: a request naming a foreign host (DNS rebinding) reaches no route.
     app.add_middleware(HostGuard, allowed=AllowedHosts.build(settings.allowed_hosts, settings.host))
     app.include_router(health_router(store, executor))
@@ -137,7 +150,7 @@ def create_app(
             local_issuer=local_issuer,
             inference=inference,
         )
-    _add_problem_schema(app)
+    _finish_openapi(app)
     app.state.settings, app.state.service, app.state.executor = settings, service, executor
     return app
 
@@ -206,16 +219,46 @@ def _lifespan(
     return lifespan
 
 
-def _add_problem_schema(app: FastAPI) -> None:
-    # The routers' error responses point at #/components/schemas/Problem.
+API_DESCRIPTION = """\
+Authenticate with **Authorize**: paste an access token (`mlaas4hep token --user NAME` with
+the local issuer, `mlaas4hep login` with an external one); "Try it out" then sends it as
+`Authorization: Bearer <token>`. Each route lists the scope it needs under 403 and the
+errors it can answer, all as RFC 9457 `application/problem+json`. Besides those, any route
+answers 421 to a request naming a foreign `Host`, 403 to a state-changing request from a
+foreign `Origin`, and 500 (with a reference id the server log carries) for a bug.
+See docs/service.md and docs/security.md.
+"""
+
+
+def _finish_openapi(app: FastAPI) -> None:
+    # The routers' error responses point at #/components/schemas/Problem. FastAPI adds a
+    # 422 "HTTPValidationError" to every route with parameters; this app never answers
+    # that shape (errors.install: problem+json), and a route whose parameters can fail
+    # validation documents its own 422, so the generic one is dropped from our routes.
     original = app.openapi
 
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = original()
+            paths = cast(dict[str, dict[str, dict[str, Any]]], schema.get("paths", {}))
+            for path, operations in paths.items():
+                if path.startswith(API_PREFIX) or path in ("/healthz", "/readyz"):
+                    for operation in operations.values():
+                        _drop_generic_422(operation.get("responses", {}))
             components = cast(dict[str, dict[str, object]], schema.setdefault("components", {}))
-            components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            schemas = components.setdefault("schemas", {})
+            schemas["Problem"] = Problem.model_json_schema()
+            if "#/components/schemas/HTTPValidationError" not in json.dumps(paths):
+                schemas.pop("HTTPValidationError", None)
+                schemas.pop("ValidationError", None)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _drop_generic_422(responses: dict[str, Any]) -> None:
+    answer = responses.get("422", {})
+    schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+    if schema.get("$ref") == "#/components/schemas/HTTPValidationError":
+        del responses["422"]

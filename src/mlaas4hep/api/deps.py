@@ -18,6 +18,11 @@ Failures become HTTP errors here, so routes never see an unauthenticated request
 ``AuthError`` -> 401 with ``WWW-Authenticate: Bearer``, ``PermissionDenied`` -> 403, an
 unreachable issuer (``IssuerUnavailable``) -> 503 with ``Retry-After``, as on every route.
 Bodies carry a short reason only (never the token, never validation internals).
+
+The dependency also declares the ``bearer`` security scheme (:func:`bearer_scheme`), so the
+OpenAPI document marks exactly the routes that authenticate, and Swagger UI's "Authorize"
+button sends the token with "Try it out". It reads the header itself: the scheme object
+only documents, it never answers a request.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from mlaas4hep.api.errors import Cause
 from mlaas4hep.auth.local_issuer import LocalIssuer
 from mlaas4hep.auth.policy import require_scope as _require_scope
 from mlaas4hep.auth.principal import Principal
@@ -37,6 +44,32 @@ from mlaas4hep.errors import AuthError, IssuerUnavailable, PermissionDenied
 from mlaas4hep.http_status import http_status
 
 log = logging.getLogger(__name__)
+#: The name of the security scheme in the OpenAPI document (``components.securitySchemes``).
+BEARER_SCHEME = "bearer"
+
+
+def bearer_scheme() -> HTTPBearer:
+    """The documented scheme: a bearer JWT (``Authorization: Bearer <token>``)."""
+    return HTTPBearer(
+        scheme_name=BEARER_SCHEME,
+        bearerFormat="JWT",
+        description=(
+            "An access token of a trusted issuer (OIDC / WLCG JWT), sent as "
+            "`Authorization: Bearer <token>`. With the local issuer: `mlaas4hep token --user "
+            "NAME`; with an external one: `mlaas4hep login`. The scopes each route needs are "
+            "in its 403 description and docs/security.md."
+        ),
+        auto_error=False,  # documents only; principal() reads and judges the header
+    )
+
+
+def auth_failures(scope: str) -> tuple[Cause, ...]:
+    """The error answers of a route guarded by ``require_scope(principal, scope)``."""
+    return (
+        (AuthError, "no bearer token, or one that is not valid (expired, another issuer)"),
+        (PermissionDenied, f"the token lacks the scope {scope!r} (the detail names it)"),
+        (IssuerUnavailable, "the token issuer cannot be reached; retry after Retry-After"),
+    )
 
 
 def unauthorized(reason: str, *, token_sent: bool = True) -> HTTPException:
@@ -67,7 +100,12 @@ def principal_dependency(
     whose POST forms are CSRF-protected, accepts it.
     """
 
-    def principal(request: Request) -> Principal:
+    bearer = bearer_scheme()
+
+    def principal(
+        request: Request,
+        _documented: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
+    ) -> Principal:
         peer = request.client.host if request.client else None
         header = request.headers.get("authorization")
         if header is None and cookie is not None and request.cookies.get(cookie):

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from mlaas4hep.errors import Mlaas4hepError
 from mlaas4hep.http_status import STATUS_TABLE, http_status
@@ -29,6 +30,14 @@ CHALLENGE = 'Bearer realm="mlaas4hep"'
 ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (IdempotencyKeyReused, 422, "idempotency-key-reused"),
     *STATUS_TABLE,
+)
+
+#: Errors raised before a route runs: request validation (answered by :func:`install`'s
+#: handler) and a malformed multipart body (Starlette answers 400 itself).
+_INVALID_REQUEST = (422, "invalid-request")
+FRAMEWORK_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (RequestValidationError, *_INVALID_REQUEST),
+    (MultiPartException, 400, "400"),
 )
 
 _TITLES = {
@@ -97,10 +106,11 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     listed = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+    status, slug = _INVALID_REQUEST
     return problem(
-        422,
+        status,
         f"invalid request: {listed}",
-        slug="invalid-request",
+        slug=slug,
         instance=request.url.path,
         errors=errors,
     )
@@ -121,11 +131,49 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-#: For ``responses=`` on routers: documents the problem answers in the OpenAPI schema.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {
-        "description": _TITLES[code],
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
-    for code in (400, 401, 403, 404, 409, 413, 422, 503)
+#: One documented cause of an error answer: the error class and when a route raises it.
+Cause = tuple[type[Exception], str]
+
+
+def status_of_class(cls: type[Exception]) -> int:
+    """The HTTP status the table gives errors of class *cls* (500 when none matches)."""
+    table = (*ERROR_TABLE, *FRAMEWORK_ERRORS)
+    return next((status for kind, status, _ in table if issubclass(cls, kind)), 500)
+
+
+def problem_responses(*causes: Cause) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for one route: the problem+json answers its *causes* produce.
+
+    Each cause's status comes from the error table (so the document cannot disagree with
+    the handlers); causes sharing a status share one entry whose description lists when.
+    401 documents its ``WWW-Authenticate`` challenge, 503 its ``Retry-After``.
+    """
+    whens: dict[int, list[str]] = {}
+    for cls, when in causes:
+        whens.setdefault(status_of_class(cls), []).append(when)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(whens):
+        entry: dict[str, Any] = {
+            "description": f"{_TITLES.get(status, 'Error')}: {'; '.join(whens[status])}",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        if status in _HEADERS:
+            entry["headers"] = _HEADERS[status]
+        responses[status] = entry
+    return responses
+
+
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "the RFC 6750 challenge: " + CHALLENGE,
+            "schema": {"type": "string"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
 }

@@ -13,21 +13,31 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 
 from mlaas4hep.api.artifacts import artifact_response
-from mlaas4hep.api.deps import require_scope
-from mlaas4hep.api.errors import PROBLEM_RESPONSES
+from mlaas4hep.api.deps import auth_failures, require_scope
+from mlaas4hep.api.errors import Cause, problem_responses
 from mlaas4hep.api.schemas import ArtifactList, Job, JobList
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import PayloadTooLarge, SpecError
+from mlaas4hep.errors import (
+    Conflict,
+    DataSourceError,
+    ExpressionError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    SpecError,
+)
 from mlaas4hep.jobs.credentials import bearer_token, wants_token
 from mlaas4hep.jobs.policy import authorize
 from mlaas4hep.jobs.service import JobService, UserFile, parse_spec
 from mlaas4hep.jobs.states import State
-from mlaas4hep.jobs.store import JobRecord
+from mlaas4hep.jobs.store import IdempotencyKeyReused, JobRecord
 
 _LOG_POLL_S = 0.5
 _LOG_CHUNK = 64 * 1024
@@ -62,6 +72,39 @@ _SPEC_BODY: dict[str, Any] = {
 }
 
 
+#: What each route can answer besides success, read off the code it calls (the statuses
+#: come from the error table; ``problem_responses`` renders them).
+_NO_JOB: Cause = (NotFound, "no such job among yours (another user's job is not found either)")
+_SUBMIT_ERRORS: tuple[Cause, ...] = (
+    *auth_failures("compute.create"),
+    (MultiPartException, "a malformed multipart body, or more parts than allowed"),
+    (
+        PermissionDenied,
+        "the submission policy refuses an input or the deploy target: a missing storage "
+        "scope, or a model you may not read or modify (the detail names it)",
+    ),
+    (PayloadTooLarge, "the body, the spec or the job's files over the limits (uploads.*)"),
+    (
+        SpecError,
+        "not YAML/JSON, an unsupported content type, or an invalid spec or apply request "
+        "(the detail names the field; an unknown dataset or model too)",
+    ),
+    (ExpressionError, "an expression does not parse or names an unknown branch (with a caret)"),
+    (DataSourceError, "an input that cannot be resolved (e.g. a glob without a directory)"),
+    (IdempotencyKeyReused, "the Idempotency-Key was already used with another body"),
+    (RequestValidationError, "an Idempotency-Key header outside 1 to 256 characters"),
+)
+_REPLAY = {
+    "model": Job,
+    "description": "a replay: the job an earlier request with this Idempotency-Key and the "
+    "same body created",
+}
+_CREATED = {
+    "description": "the job, queued",
+    "headers": {"Location": {"description": "the job's URL", "schema": {"type": "string"}}},
+}
+
+
 def owner_filter(caller: Principal) -> str | None:
     """The owner key listings and lookups are restricted to (None for admins)."""
     return None if caller.is_admin else caller.key
@@ -69,7 +112,8 @@ def owner_filter(caller: Principal) -> str | None:
 
 def jobs_router(service: JobService, principal: Callable[..., Principal]) -> APIRouter:
     """The job routes, authenticated by the *principal* dependency."""
-    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+    router = APIRouter(prefix="/jobs", tags=["jobs"])
+    reading = auth_failures("compute.read")
     # Dependencies as defaults, not Annotated aliases: aliases local to this factory
     # cannot be resolved from the postponed (string) annotations.
     can_create = Depends(require_scope(principal, "compute.create"))
@@ -77,7 +121,13 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
     can_cancel = Depends(require_scope(principal, "compute.cancel"))
     can_modify = Depends(require_scope(principal, "compute.modify"))
 
-    @router.post("", status_code=201, response_model=Job, openapi_extra=_SPEC_BODY)
+    @router.post(
+        "",
+        status_code=201,
+        response_model=Job,
+        openapi_extra=_SPEC_BODY,
+        responses={201: _CREATED, 200: _REPLAY, **problem_responses(*_SUBMIT_ERRORS)},
+    )
     async def submit(
         request: Request,
         response: Response,
@@ -103,7 +153,15 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
         response.headers["Location"] = f"{request.url.path}/{job.id}"
         return Job.of(job)
 
-    @router.get("", response_model=JobList)
+    @router.get(
+        "",
+        response_model=JobList,
+        responses=problem_responses(
+            *reading,
+            (RequestValidationError, "a state, limit or cursor parameter out of range"),
+            (SpecError, "a cursor that is not the next_cursor of a listing"),
+        ),
+    )
     def list_jobs(
         caller: Principal = can_read,
         state: Annotated[list[State] | None, Query(description="repeat to allow several")] = None,
@@ -114,7 +172,7 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
         jobs, nxt = service.list_jobs(owner_filter(caller), state or (), limit, cursor)
         return JobList(items=[Job.of(j) for j in jobs], next_cursor=nxt)
 
-    @router.get("/{job_id}", response_model=Job)
+    @router.get("/{job_id}", response_model=Job, responses=problem_responses(*reading, _NO_JOB))
     def get_job(job_id: str, caller: Principal = can_read) -> Job:
         """State, timestamps, progress (events, epoch, ETA, metrics) and outcome."""
         return Job.of(service.get(job_id, owner_filter(caller)))
@@ -122,7 +180,14 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
     @router.get(
         "/{job_id}/logs",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **problem_responses(
+                *reading,
+                (NotFound, "no such job among yours, or no such attempt"),
+                (RequestValidationError, "follow is not a boolean, or attempt not in 1..1000"),
+            ),
+        },
     )
     def get_logs(
         job_id: str,
@@ -137,20 +202,44 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
         stream = _follow(service, job, path, attempt) if follow else _read_once(path)
         return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
 
-    @router.post("/{job_id}/cancel", status_code=202, response_model=Job)
+    @router.post(
+        "/{job_id}/cancel",
+        status_code=202,
+        response_model=Job,
+        responses=problem_responses(
+            *auth_failures("compute.cancel"),
+            _NO_JOB,
+            (Conflict, "the job already succeeded or failed, or it changed meanwhile: retry"),
+        ),
+    )
     def cancel(job_id: str, caller: Principal = can_cancel) -> Job:
         """Cancel: a queued job at once, a running one within a heartbeat (its processes
         get SIGTERM, then SIGKILL after the grace period)."""
         job, _ = service.cancel(job_id, owner_filter(caller))
         return Job.of(job)
 
-    @router.delete("/{job_id}", status_code=204, response_class=Response)
+    @router.delete(
+        "/{job_id}",
+        status_code=204,
+        response_class=Response,
+        responses=problem_responses(
+            *auth_failures("compute.modify"),
+            _NO_JOB,
+            (Conflict, "the job is still queued or running: cancel it first"),
+        ),
+    )
     def delete(job_id: str, caller: Principal = can_modify) -> Response:
         """Delete a finished job with its files (409 while it is queued or running)."""
         service.delete(job_id, owner_filter(caller))
         return Response(status_code=204)
 
-    @router.get("/{job_id}/artifacts", response_model=ArtifactList)
+    @router.get(
+        "/{job_id}/artifacts",
+        response_model=ArtifactList,
+        responses=problem_responses(
+            *reading, (NotFound, "no such job among yours, or it has not succeeded (yet)")
+        ),
+    )
     def list_artifacts(job_id: str, caller: Principal = can_read) -> ArtifactList:
         """The files of a succeeded job (model.onnx, metrics.json, plots, ...)."""
         job = service.get(job_id, owner_filter(caller))
@@ -159,7 +248,16 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
     @router.get(
         "/{job_id}/artifacts/{name:path}",
         response_class=FileResponse,
-        responses={200: {"content": {"application/octet-stream": {}}}},
+        responses={
+            200: {
+                "description": "the file: a download, or inline for a checked raster image",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **problem_responses(
+                *reading,
+                (NotFound, "no such job among yours, not succeeded (yet), or no such artifact"),
+            ),
+        },
     )
     def get_artifact(job_id: str, name: str, caller: Principal = can_read) -> FileResponse:
         """One artifact, or ``bundle.tar.gz`` with all of them."""

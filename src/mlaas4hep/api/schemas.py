@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mlaas4hep.jobs import progress as prog
-from mlaas4hep.jobs.datasets import Dataset
+from mlaas4hep.jobs.datasets import Dataset, UploadState
 from mlaas4hep.jobs.service import Artifact
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord
@@ -179,6 +179,29 @@ class DatasetList(BaseModel):
     """The caller's datasets, newest first."""
 
     items: list[DatasetInfo]
+
+
+class UploadInfo(BaseModel):
+    """A resumable upload: ``received`` of ``size`` bytes; ``dataset`` once complete."""
+
+    sha256: str
+    size: int
+    received: int = Field(description="bytes the service holds: resume at this offset")
+    name: str
+    dataset: DatasetInfo | None = Field(
+        default=None, description="the stored dataset, once every byte arrived and checked"
+    )
+
+    @classmethod
+    def of(cls, state: UploadState) -> UploadInfo:
+        ds = None if state.dataset is None else DatasetInfo.of(state.dataset)
+        return cls(
+            sha256=state.sha256,
+            size=state.size,
+            received=state.received,
+            name=state.name,
+            dataset=ds,
+        )
 
 
 class Health(BaseModel):

@@ -49,6 +49,7 @@ _RETRY_AFTER_FAILURE_S = 30.0  # stale keys are kept this long after a failed re
 _BACKOFF_AFTER_FAILURE_S = 5.0  # no keys at all: the next fetch is tried after this
 #: Key type and curve each allowed algorithm needs; a key of another type is never used.
 _KEY_SHAPE = {"RS256": ("RSA", None), "ES256": ("EC", "P-256")}
+_UNKNOWN_KEY = "token signed with an unknown key (kid)"
 _UNAVAILABLE = "the token issuer cannot be reached to check the token's signing key; retry later"
 
 
@@ -58,6 +59,10 @@ class KeyFetchError(Mlaas4hepError):
     Internal: the message names URLs, so it is logged, and callers of ``key_for`` get an
     :class:`IssuerUnavailable` instead.
     """
+
+
+class UnknownKeyError(AuthError):
+    """The token names a ``kid`` the issuer does not publish (the caller adds the remedy)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ class IssuerKeys:
         Never sleeps; blocks only while another caller's fetch is in flight.
 
         Raises:
-            AuthError: the key is unknown (now or recently), or does not fit ``alg``.
+            UnknownKeyError: the key is unknown (now or recently).
+            AuthError: the key does not fit ``alg``.
             IssuerUnavailable: no keys are cached and the issuer cannot be reached.
         """
         arrived = self._clock()
@@ -130,13 +136,13 @@ class IssuerKeys:
         if snap is not None and fresh and kid in snap.keys:
             return _to_key(snap.keys[kid], alg)
         if self._unknown.get(kid, float("-inf")) > arrived:
-            raise AuthError("token signed with an unknown key (kid)")
+            raise UnknownKeyError(_UNKNOWN_KEY)
         snap = self._refresh(arrived)
         jwk = snap.keys.get(kid)
         if jwk is None:
             if snap.fetched_at >= arrived:  # checked against a fetch newer than the token
                 self._remember_unknown(kid, snap.fetched_at + self._unknown_ttl)
-            raise AuthError("token signed with an unknown key (kid)")
+            raise UnknownKeyError(_UNKNOWN_KEY)
         return _to_key(jwk, alg)
 
     def _refresh(self, arrived: float) -> _Snapshot:

@@ -15,6 +15,11 @@ token carrying a claim that only ID tokens carry (``nonce``, ``at_hash``, ``c_ha
 
 Failures raise :class:`AuthError` with a short reason that is safe to show to an
 unauthenticated client (it never echoes the token or the claims). Tokens are never logged.
+Where the caller can fix it (no token, an expired one, one signed by a key or an issuer this
+service does not trust) the reason ends with the command that gets a good token from the
+issuer concerned: ``mlaas4hep token`` for the embedded local issuer, ``mlaas4hep login``
+for an OIDC issuer. Reasons stay under 100 characters, without quotes or URLs, so the API
+shows them as they are.
 An unreachable issuer raises :class:`~mlaas4hep.errors.IssuerUnavailable` (503) instead.
 """
 
@@ -39,7 +44,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from mlaas4hep.auth.jwks import IssuerKeys
+from mlaas4hep.auth.jwks import IssuerKeys, UnknownKeyError
 from mlaas4hep.auth.local_issuer import LocalIssuer
 from mlaas4hep.auth.policy import effective_scopes
 from mlaas4hep.auth.principal import Principal
@@ -57,7 +62,6 @@ log = logging.getLogger(__name__)
 
 # PyJWT's messages can quote claim values; clients get these fixed reasons instead.
 _REASONS: tuple[tuple[type[PyJWTError], str], ...] = (
-    (ExpiredSignatureError, "token expired"),
     (ImmatureSignatureError, "token not yet valid"),
     (InvalidIssuedAtError, "token issued-at time is invalid"),
     (InvalidAudienceError, "token audience is not this service"),
@@ -67,12 +71,23 @@ _REASONS: tuple[tuple[type[PyJWTError], str], ...] = (
 )
 
 
+#: How a user gets a token: from the embedded local issuer, and from an OIDC issuer.
+MINT_COMMAND = "mlaas4hep token --user NAME --save"
+LOGIN_COMMAND = "mlaas4hep login"
+
+
 @dataclass(frozen=True)
 class TrustedIssuer:
-    """An issuer's settings together with its key cache."""
+    """An issuer's settings together with its key cache; ``local``: the embedded issuer."""
 
     settings: IssuerSettings
     keys: IssuerKeys
+    local: bool = False
+
+    @property
+    def remedy(self) -> str:
+        """The command that gets a token from this issuer."""
+        return MINT_COMMAND if self.local else LOGIN_COMMAND
 
 
 class Authenticator:
@@ -86,6 +101,7 @@ class Authenticator:
         self._settings = settings
         self._issuers = {i.settings.issuer: i for i in issuers}
         self._proxies = TrustedProxies(settings.trusted_proxies)
+        self._get_one = _how_to_get_one(self._issuers.values())
 
     @property
     def issuers(self) -> tuple[str, ...]:
@@ -118,6 +134,8 @@ class Authenticator:
             return principal
         if forwarded.present:
             raise AuthError("proxy forwarded no access token; configure --pass-access-token")
+        if not authorization_header:
+            raise AuthError(f"missing bearer token; get one with: {self._get_one}")
         return self.validate(bearer_token(authorization_header))
 
     def validate(self, token: str) -> Principal:
@@ -131,15 +149,19 @@ class Authenticator:
         header = _jose_header(token)
         issuer = self._issuers.get(_unverified_issuer(token))
         if issuer is None:
-            raise AuthError("token issuer is not trusted")
+            raise AuthError(f"token issuer is not trusted; get one with: {self._get_one}")
         _check_token_type(header, issuer.settings)
-        key = issuer.keys.key_for(header["kid"], header["alg"])
-        claims = self._verify(token, key.key, header["alg"], issuer.settings)
+        try:
+            key = issuer.keys.key_for(header["kid"], header["alg"])
+        except UnknownKeyError as exc:
+            raise AuthError(_unknown_key(issuer)) from exc
+        claims = self._verify(token, key.key, header["alg"], issuer)
         _check_not_id_token(claims)
         _check_wlcg_version(claims)
         return self._principal(claims, issuer.settings)
 
-    def _verify(self, token: str, key: Any, alg: str, issuer: IssuerSettings) -> dict[str, Any]:
+    def _verify(self, token: str, key: Any, alg: str, trusted: TrustedIssuer) -> dict[str, Any]:
+        issuer = trusted.settings
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -150,6 +172,8 @@ class Authenticator:
                 leeway=self._settings.leeway_s,
                 options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
             )
+        except ExpiredSignatureError as exc:
+            raise AuthError(f"token expired; get a new one with: {trusted.remedy}") from exc
         except PyJWTError as exc:
             reason = next((r for t, r in _REASONS if isinstance(exc, t)), "token is invalid")
             raise AuthError(reason) from exc
@@ -187,6 +211,25 @@ class Authenticator:
             name=principal.name,
             is_admin=admin is not None and admin in groups,
         )
+
+
+def _how_to_get_one(issuers: Iterable[TrustedIssuer]) -> str:
+    """The remedy for a caller without a (trusted) token: the commands of the issuers trusted."""
+    kinds = {i.local for i in issuers}
+    if kinds == {True}:
+        return MINT_COMMAND
+    if kinds == {True, False}:
+        return f"{LOGIN_COMMAND} (or {MINT_COMMAND})"
+    return LOGIN_COMMAND
+
+
+def _unknown_key(issuer: TrustedIssuer) -> str:
+    """The reason for a ``kid`` the issuer does not publish; names no key (not even its id)."""
+    if issuer.local:
+        # The local key lives in the service's data directory: a token minted against another
+        # one (or before the key file was deleted and re-made) names a key this one lacks.
+        return f"unknown key (minted with another --data-dir?): {MINT_COMMAND} --data-dir DIR"
+    return f"token signed with an unknown key (kid); get a new one with: {LOGIN_COMMAND}"
 
 
 def bearer_token(authorization_header: str | None) -> str:
@@ -305,7 +348,8 @@ def build_authenticator(
     """
     issuers = [_trusted(s, settings, transport) for s in settings.issuers]
     if local is not None:
-        issuers.append(_trusted(local.issuer_settings(), settings, local.transport()))
+        own = _trusted(local.issuer_settings(), settings, local.transport())
+        issuers.append(TrustedIssuer(settings=own.settings, keys=own.keys, local=True))
     if not issuers:
         log.warning("no trusted token issuer configured: every request will be rejected")
     return Authenticator(settings, issuers)

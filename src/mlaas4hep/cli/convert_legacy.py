@@ -3,9 +3,12 @@
     mlaas4hep convert-legacy --params params.json [--preproc preproc.json] \\
         --files files.txt --labels labels.txt [--model model.py] -o pipeline.yaml
 
-The first input file is inspected for branch types, and the first ``--scan-events``
-events of each dataset give the padding length of each jagged branch (``--length``
-sets it instead). See ``mlaas4hep.preprocess.legacy`` for how each old key maps.
+Relative paths in ``files.txt`` are relative to the directory of ``files.txt`` (as
+``@list.txt`` entries of a spec are relative to the list file), not to the current
+directory; the spec gets them as paths from the current directory. The first input file
+is inspected for branch types, and the first ``--scan-events`` events of each dataset
+give the padding length of each jagged collection (``--length`` sets it instead). See
+``mlaas4hep.preprocess.legacy`` for how each old key maps.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from mlaas4hep.preprocess.legacy import convert, read_inputs, schema_from_data
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, required=True, help="old params.json")
     parser.add_argument("--preproc", type=Path, default=None, help="old preproc.json")
-    parser.add_argument("--files", type=Path, required=True, help="files.txt, one file a line")
+    parser.add_argument("--files", type=Path, required=True, help="files.txt, one file a line "
+                        "(relative paths: relative to files.txt's directory)")  # fmt: skip
     parser.add_argument("--labels", type=Path, required=True, help="labels.txt, one a line")
     parser.add_argument("--model", type=Path, default=None, help="Keras model file (model(idim))")
     parser.add_argument("--name", default=None, help="pipeline name (default: params' folder)")

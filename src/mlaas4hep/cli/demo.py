@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import yaml
 
-from mlaas4hep.cli.submit import wait
+from mlaas4hep.cli.follow import follow as wait
 from mlaas4hep.client import Client
 from mlaas4hep.config import MLAAS4HEP_ARGV
 from mlaas4hep.errors import Mlaas4hepError

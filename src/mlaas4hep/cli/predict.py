@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -91,14 +90,7 @@ def _run_bundle(args: argparse.Namespace, bundle: Path) -> int:
         with args.output.open("w", encoding="utf-8") as out:
             _print_table(chunks, out)
         return 0
-    try:
-        _print_table(chunks, sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # `predict ... | head`: the reader is gone; stop quietly, and keep Python from
-        # complaining again when it flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    _print_table(chunks, sys.stdout)  # `predict ... | head`: cli.main ends it quietly
     return 0
 
 

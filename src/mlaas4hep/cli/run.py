@@ -4,6 +4,9 @@ Preprocess, train, evaluate, export to ONNX and write the artifact bundle into `
 A progress bar (events, epoch, ETA) goes to stderr; with ``--progress-json`` one JSON object
 per line goes to stdout instead (what a service job reads), the last one with
 ``"phase": "done"``. ``--resume`` continues an interrupted run from its latest checkpoint.
+Settings that need no data (``train.device: cuda`` without a GPU) fail before any file is
+read; a failed run removes what it created in ``DIR`` except the first-pass cache, unless it
+can be resumed (see ``mlaas4hep.train.run``).
 """
 
 from __future__ import annotations

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="where the database and job files live")
     parser.add_argument("--workers", type=int, help="jobs run at once by this process")
     parser.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve V2 over gRPC on this port (e.g. 8001, Triton's; default: off, or "
+        "inference.grpc_port in the settings)",
+    )
+    parser.add_argument(
         "--only",
         choices=["api", "executor", "inference"],
         help="run one role: the job API without executor, the executor alone, or inference",
@@ -43,6 +49,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
             update[name] = getattr(args, name)
     if args.workers is not None:
         update["executor"] = settings.executor.model_copy(update={"workers": args.workers})
+    inference = dict(settings.inference)
+    if getattr(args, "grpc_port", None) is not None:
+        inference["grpc_port"] = args.grpc_port
+    # gRPC listens where HTTP does unless the settings say otherwise
+    inference.setdefault("grpc_host", update.get("host", settings.host))
+    update["inference"] = inference
     return Settings.model_validate({**settings.model_dump(), **update})
 
 
@@ -61,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"mlaas4hep: serving on http://{settings.host}:{settings.port} (data: {settings.data_dir})"
     )
+    grpc_port = settings.inference.get("grpc_port")
+    if grpc_port is not None and args.only in (None, "inference"):
+        print(f"mlaas4hep: V2 gRPC on {settings.inference['grpc_host']}:{grpc_port}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 

@@ -14,6 +14,7 @@ metrics) and the exit status says how it ended: 0 succeeded, 1 failed or cancell
 from __future__ import annotations
 
 import argparse
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(msg) from exc
     key = args.idempotency_key or uuid.uuid4().hex
     with client_from_args(args) as client:
+        spec = _with_uploads(client, args.spec, spec, [f.name for f in args.files])
         job = client.submit(spec, args.files, key)
         print(f"submitted job {job['id']} ({job['name']})")
         if not args.wait:
@@ -62,36 +64,42 @@ def run(args: argparse.Namespace) -> int:
     return 0 if final["state"] == "succeeded" else 1
 
 
+def _with_uploads(client: Client, path: Path, spec: bytes, sent: list[str]) -> bytes:
+    """*spec* with its local input files uploaded as datasets and named ``dataset:NAME``
+    (unchanged when it names none, and for an apply request)."""
+    import json
+
+    from mlaas4hep.apply_request import is_apply_request
+    from mlaas4hep.cli.datasets import describe, localize, upload_progress
+    from mlaas4hep.documents import load_yaml
+    from mlaas4hep.spec import MAX_SPEC_BYTES, validate_spec
+
+    raw = load_yaml(spec, what=repr(str(path)), limit=MAX_SPEC_BYTES)
+    if not isinstance(raw, dict) or is_apply_request(raw):
+        return spec  # the service says what is wrong with it
+    typed = validate_spec(raw, origin=repr(str(path)))
+    done: list[str] = []
+
+    def put(local: Path) -> str:
+        item = client.upload_dataset(local, progress=progress)
+        done.append(describe(item))
+        return item.uri
+
+    with upload_progress() as progress:
+        local = localize(typed, put, cwd=Path.cwd(), spec_dir=path.resolve().parent, keep=sent)
+    for line in done:
+        print(line, file=sys.stderr)
+    if local == typed:
+        return spec
+    return json.dumps(local.model_dump(mode="json")).encode()
+
+
 def wait(client: Client, job_id: str, poll: float) -> dict[str, Any]:
-    """Poll until the job ends, drawing a progress bar; returns the final job."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    """Follow the job until it ends (phase, events, ETA, metrics; see
+    :mod:`mlaas4hep.cli.follow`), then say how it ended: test metrics, plots, deployed
+    model (the caller prints the final state). Returns the final job."""
+    from mlaas4hep.cli.follow import follow, summary
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[metrics]}"),
-    )
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("queued", total=None, metrics="")
-        return client.wait(job_id, poll=poll, on_update=lambda job: _update(bar, task, job))
-
-
-def _update(bar: Any, task: Any, job: dict[str, Any]) -> None:
-    p = job.get("progress") or {}
-    if p.get("epochs"):
-        done, total = p.get("epoch", 0), p["epochs"]
-    else:
-        done, total = p.get("events") or 0, p.get("total")
-    phase = p.get("phase") or job["state"]
-    metrics = "  ".join(f"{k}={v:.4g}" for k, v in sorted((p.get("metrics") or {}).items())[:4])
-    bar.update(
-        task, description=f"{job['state']}: {phase}", completed=done, total=total, metrics=metrics
-    )
+    final = follow(client, job_id, poll)
+    summary(client, final, head=False)
+    return final

@@ -47,7 +47,8 @@ _BY_STATUS: dict[int, type[Mlaas4hepError]] = {
 }
 
 
-TOKEN_REMEDY = (
+# What to do without a valid token (shown on every 401 the client receives).
+HOW_TO_GET_ONE = (
     "Get one with `mlaas4hep token --user NAME --save` (the service's local issuer, on its "
     "machine) or `mlaas4hep login` (an OIDC issuer), or pass --token / $MLAAS4HEP_TOKEN"
 )
@@ -162,5 +163,5 @@ def raise_for_problem(response: httpx.Response) -> None:
         detail = response.text[:300]
     detail = detail or f"the service answered {response.status_code}"
     if response.status_code == 401:
-        detail = f"the service refused the token: {detail}. {TOKEN_REMEDY}"
+        detail = f"the service refused the token: {detail}. {HOW_TO_GET_ONE}"
     raise _BY_STATUS.get(response.status_code, ServiceError)(detail)

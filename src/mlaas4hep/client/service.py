@@ -5,6 +5,7 @@ One object per service and token::
     from mlaas4hep import Client
 
     client = Client()                      # URL and token as the CLI finds them
+    up = client.upload_dataset(Path("data/signal.root"))   # resumable; not re-sent: up.uri
     job = client.submit("examples/tth-vs-qcd.yaml")
     final = client.wait(job["id"])         # the finished job, metrics in final["progress"]
     print(client.logs(job["id"]).decode())
@@ -28,9 +29,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from mlaas4hep.client import inference, models
+from mlaas4hep.client import inference, models, uploads
 from mlaas4hep.client.http import Transport, resolve
-from mlaas4hep.errors import SpecError
+from mlaas4hep.errors import NotFound, SpecError
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 Array = np.ndarray[Any, Any]
@@ -151,19 +152,24 @@ class Client(Transport):
         """The caller's uploaded datasets, newest first."""
         return list(self.request("GET", "/datasets").json()["items"])
 
-    def upload_dataset(self, path: Path, name: str | None = None) -> dict[str, Any]:
-        """Upload the ROOT file *path* as ``dataset:NAME`` (default: its file name)."""
-        path = Path(path)
-        with path.open("rb") as body:
-            r = self.request(
-                "POST",
-                "/datasets",
-                params={"name": name or path.name},
-                content=_chunks(body),
-                headers={"Content-Type": "application/octet-stream"},
-                timeout=None,
-            )
-        return dict(r.json())
+    def upload_dataset(
+        self, path: Path, name: str | None = None, progress: uploads.Progress | None = None
+    ) -> uploads.Uploaded:
+        """Upload the ROOT file *path* as ``dataset:NAME``: content-addressed (a file you
+        already uploaded is not sent again), resumed where an interrupted upload stopped.
+
+        *name* defaults to the file name (``STEM-HHHHHHHH.SUFFIX`` when you have another
+        file of that name). See :mod:`mlaas4hep.client.uploads`.
+        """
+        return uploads.upload(self, Path(path), name, progress)
+
+    def dataset(self, ref: str) -> dict[str, Any]:
+        """Your dataset by id or by name."""
+        for item in self.datasets():
+            if ref in (item["id"], item["name"]):
+                return item
+        msg = f"no dataset {ref!r} among yours; `mlaas4hep datasets list` shows them"
+        raise NotFound(msg)
 
     def delete_dataset(self, dataset_id: str) -> None:
         self.request("DELETE", f"/datasets/{dataset_id}")
@@ -250,8 +256,3 @@ def _read(path: Path) -> bytes:
     except OSError as exc:
         msg = f"cannot read {str(path)!r}: {exc.strerror}"
         raise SpecError(msg) from exc
-
-
-def _chunks(body: Any, size: int = 1 << 20) -> Iterator[bytes]:
-    while chunk := body.read(size):
-        yield chunk

@@ -9,10 +9,12 @@ the API) call :func:`authorize`; nothing else decides whether a spec may run. In
 3. every input is resolved by :func:`mlaas4hep.data.inputs.resolve_inputs`, the one
    reading of a ``files`` entry (each scheme spelling, globs, ``@list`` files opened from
    the job's own files, ``dataset:NAME`` among the caller's own uploads), and each needs
-   ``storage.read`` on its path; paths inside the service's own data directory are
-   refused (uploads are reachable only as ``dataset:NAME``); for each input that is one
-   of the caller's datasets, branch names and types are checked against the schema
-   recorded at upload (422 naming the branch and the closest names);
+   ``storage.read`` on its path; a relative path that names none of the files sent with
+   the job is refused (it is on the submitter's machine: upload it); paths inside the
+   service's own data directory are refused (uploads are reachable only as
+   ``dataset:NAME``); for each input that is one of the caller's datasets, branch names
+   and types are checked against the schema recorded at upload (422 naming the branch
+   and the closest names);
 4. ``deploy: {name: N}`` needs the rights of :func:`mlaas4hep.jobs.deploy.check_deploy_rights`.
 
 An apply request (a document with a top-level ``apply:``, :mod:`mlaas4hep.apply_request`)
@@ -28,6 +30,7 @@ sandbox's network decision (taken from the same resolved inputs) to ``JobService
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import posixpath
 import uuid
 from collections.abc import Mapping, Sequence
@@ -89,6 +92,7 @@ def authorize(
     resolved = _resolve_all(service, caller, spec, checked, files, job_id)
     inputs = tuple(i for group in resolved for i in group)
     _check_reads(service, caller, inputs)
+    check_visible(inputs, files)
     if spec is not None:
         spec = _with_inputs(spec, resolved)
         check_against_schemas(spec, _recorded_schemas(service, caller.key, inputs))
@@ -132,7 +136,8 @@ def _authorize_apply(
         if not item.remote and not item.entry.startswith("/"):
             msg = (
                 f"apply.files: {item.written!r} is a relative path; an apply job reads "
-                "absolute paths, URLs and dataset:NAME"
+                "absolute paths, URLs and dataset:NAME: upload a local file with "
+                "`mlaas4hep datasets upload FILE` and write dataset:NAME"
             )
             raise SpecError(msg)
     return Submission(
@@ -247,6 +252,37 @@ def _recorded_schemas(
     return out
 
 
+#: What to do about an input on the submitter's machine: the job can never see it.
+UPLOAD_REMEDY = (
+    "`mlaas4hep submit SPEC` uploads the local files a spec names and submits it with "
+    "dataset:NAME in their place; or upload with `mlaas4hep datasets upload FILE` and "
+    "write dataset:NAME in the spec"
+)
+
+
+def check_visible(inputs: Sequence[ResolvedInput], files: Sequence[UserFile]) -> None:
+    """Refuse a relative local input that is none of the files sent with the job.
+
+    A job runs in a sandbox that sees its own files, the owner's datasets and granted
+    paths; a path relative to the submitter's machine names nothing there.
+
+    Raises:
+        SpecError: naming the input and how to upload it (:data:`UPLOAD_REMEDY`).
+    """
+    sent = [f.name for f in files]
+    for item in inputs:
+        if item.remote or item.dataset is not None or item.entry.startswith("/"):
+            continue
+        if any(fnmatch.fnmatchcase(name, item.entry) for name in sent):
+            continue
+        msg = (
+            f"input {item.written!r} is a path on your machine; the job runs on the service, "
+            f"in a sandbox that sees only your uploaded datasets and the files sent with "
+            f"the job. {UPLOAD_REMEDY}"
+        )
+        raise SpecError(msg)
+
+
 def _check_reads(service: JobService, caller: Principal, inputs: Sequence[ResolvedInput]) -> None:
     data_dir = posixpath.normpath(str(service.settings.data_dir.resolve()))
     for item in inputs:
@@ -257,7 +293,8 @@ def _check_reads(service: JobService, caller: Principal, inputs: Sequence[Resolv
             require_scope(caller, f"storage.read:{path}")
         except PermissionDenied as exc:
             shown = "" if item.written == path else f" (input {item.written!r})"
-            raise PermissionDenied(f"{exc}{shown}") from exc
+            local = "" if item.remote else f". If it is a file on your machine: {UPLOAD_REMEDY}"
+            raise PermissionDenied(f"{exc}{shown}{local}") from exc
         if path == data_dir or path.startswith(data_dir.rstrip("/") + "/"):
             msg = (
                 f"input {item.written!r} is inside the service's own data directory; "
@@ -272,7 +309,8 @@ def _dataset_path(service: JobService, owner: str, name: str) -> str:
     except NotFound as exc:
         msg = (
             f"the spec names 'dataset:{name}', but you have no dataset of that name; "
-            "upload it first (POST /api/v1/datasets?name=...) or list yours"
+            "upload it first (`mlaas4hep datasets upload FILE`, or `mlaas4hep submit` "
+            "with the local path in the spec) or list yours (`mlaas4hep datasets list`)"
         )
         raise SpecError(msg) from exc
 

@@ -10,12 +10,24 @@ What maps how:
 - files are grouped by label into datasets (``background`` for 0, ``signal`` for 1,
   ``class<N>`` otherwise); ``redirector`` becomes ``data.redirector``;
 - ``nevts`` (a total) becomes ``data.max_events`` split evenly over the datasets;
+- ``files.txt`` entries that are relative paths are relative to the directory of
+  ``files.txt`` (as ``@list.txt`` entries in a spec are relative to the list file), and
+  are written into the spec as paths from the current directory;
 - flat branches become scalar features; jagged branches (``Jet_pt``) become object
-  features of their collection (``Jet``), padded with 0 to the largest multiplicity seen
-  (the old NaN-then-0 padding), unsorted, no mask; normalisation is ``minmax`` as before;
+  features of their collection (``Jet``, the one their counter ``nJet`` counts), padded
+  with 0 to the largest multiplicity seen (the old NaN-then-0 padding), unsorted, no mask;
+  normalisation is ``minmax`` as before;
 - ``new_branch`` entries become ``define`` entries, their ``cut_N`` and the ``flat_cut``/
   ``jagged_cut`` sections become ``cuts`` (``[cmp, "all"]`` -> ``all(cmp)``); ``remove``
-  and ``keys_to_remove`` drop columns from the features.
+  and ``keys_to_remove`` drop columns from the features;
+- a jagged ``new_branch`` joins the collection of the jagged branches it is computed from
+  (``log_Jet_pt = log(Jet_pt)`` is a field of ``Jet``, with ``Jet``'s padding), whatever
+  its name; it reaches the collection through an alias define ``Jet_log_Jet_pt`` unless
+  its name already starts with ``Jet_``. One filtered with ``[mask]`` has its own number
+  of objects, so it becomes a collection of its own (``NAME`` with the field ``value``,
+  padded like its source). A jagged ``new_branch`` that mixes two collections is refused;
+  one that gives a value per event (``sum(Jet_pt)``, or built from flat branches only) is
+  a scalar feature, whatever its ``type`` says.
 
 Every expression is checked with the safe parser; nothing from the old files is executed.
 """
@@ -23,6 +35,7 @@ Every expression is checked with the safe parser; nothing from the old files is 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +44,13 @@ from typing import Any
 
 import awkward as ak
 
+from mlaas4hep.data.inputs import classify
 from mlaas4hep.data.schema import inspect_tree
 from mlaas4hep.data.sources import resolve_files
 from mlaas4hep.data.stream import stream
-from mlaas4hep.errors import ExpressionError, SpecError
-from mlaas4hep.preprocess.expr import parse
+from mlaas4hep.errors import DataSourceError, ExpressionError, SpecError
+from mlaas4hep.preprocess.expr import Expr, Mask, parse, walk
+from mlaas4hep.preprocess.typecheck import Type, check
 from mlaas4hep.spec import DatasetSpec, DataSpec, PipelineSpec, validate_spec
 
 DEFAULT_LENGTH = 10
@@ -48,6 +63,9 @@ class LegacySchema:
     names: tuple[str, ...]
     jagged: frozenset[str] = frozenset()
     max_counts: dict[str, int] = field(default_factory=dict)  # jagged branch -> max length
+    # jagged branch -> its collection (``Jet_pt`` -> ``Jet``, the one ``nJet`` counts);
+    # a jagged branch missing here falls back to the part of its name before the first '_'
+    collections: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,8 @@ class _Preproc:
         self.define: dict[str, str] = {}
         self.cuts: list[str] = []
         self.removed: set[str] = set()
+        # jagged new_branch -> (its collection, or None when it is one of its own; its length)
+        self.derived: dict[str, tuple[str | None, int]] = {}
 
     def add_branches(self, params: Mapping[str, Any]) -> None:
         selected = _names(params.get("selected_branches", ""))
@@ -171,26 +191,86 @@ class _Preproc:
         _check(expr, where + ".def")
         self.define[name] = expr
         if entry.get("type", "flat") == "jagged":
-            self.jagged.add(name)
+            self._derived_jagged(name, expr, where + ".def")
         for key in sorted(k for k in entry if re.fullmatch(r"cut_\d+", k)):
             self.cuts.append(_cut(entry[key], f"{where}.{key}"))
         if not _true(entry.get("remove", "False")):
             self.features.append(name)
         self.removed.update(entry.get("keys_to_remove", []) or [])
 
+    def _derived_jagged(self, name: str, expr: str, where: str) -> None:
+        """Record the collection and length of a jagged new branch (from what it reads)."""
+        parsed = parse(expr)
+        sources = sorted(n for n in parsed.names() if n in self.jagged)
+        if not sources or not self._per_object(parsed):  # one value per event after all
+            return
+        self.jagged.add(name)
+        colls = {self._collection(n) for n in sources}
+        if len(colls) > 1:
+            shown = ", ".join(sorted(repr(c or "?") for c in colls))
+            msg = (
+                f"{where}: {expr!r} mixes the objects of several collections ({shown}); "
+                "a jagged new branch must be computed from one collection, e.g. "
+                "'log(Jet_pt)'; reduce the other one first (sum(), first(), ...)"
+            )
+            raise SpecError(msg)
+        length = max(self._length(n) for n in sources)
+        # A mask keeps only some objects: no longer the collection's count, a list of its own.
+        filtered = any(isinstance(node, Mask) for node in walk(parsed.root))
+        self.derived[name] = (None if filtered else colls.pop(), length)
+
+    def _per_object(self, parsed: Expr) -> bool:
+        """False when *parsed* surely gives one value per event (``sum(Jet_pt)``)."""
+        types = {
+            n: Type("object" if n in self.jagged else "event", "float") for n in parsed.names()
+        }
+        try:
+            return check(parsed, types).kind == "object"
+        except ExpressionError:  # the real dtypes are not known here (a bool branch): keep it
+            return True
+
+    def _collection(self, column: str) -> str | None:
+        """The collection of a jagged column; None when it is a collection of its own."""
+        if column in self.derived:
+            return self.derived[column][0]
+        coll = self.schema.collections.get(column)
+        if coll is None and "_" in column:
+            coll = column.split("_", 1)[0]
+        return coll
+
+    def _length(self, column: str) -> int:
+        if column in self.derived:
+            return self.derived[column][1]
+        return self.schema.max_counts.get(column, DEFAULT_LENGTH)
+
+    def _object_field(self, column: str) -> tuple[str, str]:
+        """(collection, field) of a jagged feature column; adds an alias define if needed."""
+        coll = self._collection(column)
+        if coll is None:  # a collection of its own: alias it so it has a field name
+            coll, fld = column, "value"
+        elif column.startswith(coll + "_") and len(column) > len(coll) + 1:
+            return coll, column[len(coll) + 1 :]
+        else:  # a derived branch named otherwise ('log_Jet_pt'): reach it as Jet_log_Jet_pt
+            fld = column
+        alias = f"{coll}_{fld}"
+        if alias in self.schema.names or self.define.get(alias, column) != column:
+            msg = (
+                f"cannot add the jagged column {column!r} to the object features of {coll!r}: "
+                f"its alias {alias!r} is already a branch or a new_branch; rename the new_branch"
+            )
+            raise SpecError(msg)
+        self.define[alias] = column
+        return coll, fld
+
     def section(self) -> dict[str, Any]:
         kept = [f for f in self.features if f not in self.removed]
         scalars = [f for f in kept if f not in self.jagged]
         objects: dict[str, dict[str, Any]] = {}
         for f in (f for f in kept if f in self.jagged):
-            coll, _, fld = f.partition("_")
-            if not fld:  # a jagged branch without '_': alias it so it has a field name
-                self.define[f"{f}_value"] = f
-                coll, fld = f, "value"
+            coll, fld = self._object_field(f)
             obj = objects.setdefault(coll, {"fields": [], "length": 1, "pad": 0.0})
             obj["fields"].append(fld)
-            length = self.schema.max_counts.get(f, DEFAULT_LENGTH)
-            obj["length"] = max(obj["length"], min(max(length, 1), 1000))
+            obj["length"] = max(obj["length"], min(max(self._length(f), 1), 1000))
         return {
             "define": self.define,
             "cuts": self.cuts,
@@ -234,12 +314,28 @@ def read_inputs(
     """Read the old input files (JSON and one-entry-per-line lists); raises ``SpecError``."""
     return LegacyInputs(
         params=_json(params),
-        files=_lines(files),
+        files=[_relative_to(entry, files.parent) for entry in _lines(files)],
         labels=_lines(labels),
         preproc=_json(preproc) if preproc else None,
         model=str(model) if model else None,
         name=re.sub(r"[^A-Za-z0-9_.+-]", "-", params.resolve().parent.name or "legacy") or "legacy",
     )
+
+
+def _relative_to(entry: str, directory: Path) -> str:
+    """A relative local path or glob of a file list, relative to the list's *directory*.
+
+    URLs, absolute paths, ``~`` paths and ``/store/`` names are returned unchanged (an
+    unsupported scheme too: reading the file reports it). The result stays relative when
+    *directory* is, and is normalised (``lists/../data/a.root`` -> ``data/a.root``).
+    """
+    try:
+        kind = classify(entry, allow_lists=False).kind
+    except DataSourceError:
+        return entry
+    if kind not in ("local", "glob") or os.path.isabs(entry) or entry.startswith("~"):
+        return entry
+    return os.path.normpath(os.path.join(directory, entry))
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -284,7 +380,8 @@ def schema_from_data(
     counts = dict.fromkeys(jagged, length or DEFAULT_LENGTH)
     if length is None and scan_events > 0 and jagged:
         counts = _max_counts(data, list(jagged))
-    return LegacySchema(tuple(tree.names()), frozenset(jagged), counts)
+    collections = {n: b.collection for n, b in jagged.items() if b.collection}
+    return LegacySchema(tuple(tree.names()), frozenset(jagged), counts, collections)
 
 
 def _max_counts(data: DataSpec, jagged: list[str]) -> dict[str, int]:

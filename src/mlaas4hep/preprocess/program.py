@@ -19,6 +19,7 @@ original dtypes (never through float32).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,6 +63,10 @@ class AppliedChunk:
     X: np.ndarray[Any, Any]  # float32 (passed.sum(), n_features): the passing events only
     passed: np.ndarray[Any, Any]  # bool (n,): the event passes every cut (and has finite X)
     ids: dict[str, np.ndarray[Any, Any]]  # identifier -> (n,) in the branch's own dtype
+
+
+# Branch names that usually number events (eventNumber, EventNumber, evt, runNumber, lumi...).
+_EVENT_NUMBER = re.compile(r"event|evt|run|lumi", re.IGNORECASE)
 
 
 def _parse(text: str, where: str) -> Expr:
@@ -149,16 +154,40 @@ class Program:
         for col in self.feature_cols:
             if col not in known:
                 needed.add(col)
-        missing = sorted(n for n in needed if n not in avail)
+        ids = [i for i in self.identifiers if i not in avail]
+        missing = sorted(n for n in needed if n not in avail and n not in ids)
+        problems = [self._missing_identifiers(ids, avail)] if ids else []
         if missing:
             pool = avail | known
             hints = "; ".join(f"{m!r} ({closest(m, pool)})" for m in missing)
-            msg = (
-                f"features or identifiers name columns that are neither branches nor defines: "
-                f"{hints}. Fix preprocess.features / data.identifiers or add a define"
+            problems.append(
+                f"features name columns that are neither branches nor defines: "
+                f"{hints}. Fix preprocess.features or add a define"
             )
-            raise SpecError(msg)
+        if problems:
+            raise SpecError("\n".join(problems))
         return sorted(needed)
+
+    def _missing_identifiers(self, missing: list[str], avail: set[str]) -> str:
+        """Why identifier branches are missing (the default is the usual cause) and the fix."""
+        looks_like = sorted(n for n in avail if _EVENT_NUMBER.search(n))[:5]
+        example = f"[{', '.join(looks_like)}]" if looks_like else "[run, event]"
+        fix = (
+            f"set data.identifiers to the branches that together identify each event of this "
+            f"tree, e.g. 'identifiers: {example}' (the train/validation/test split hashes them)"
+        )
+        if looks_like:
+            fix += "; branches that look like event numbers: " + ", ".join(map(repr, looks_like))
+        if self.spec.data.identifiers == self.identifiers and (
+            "identifiers" not in self.spec.data.model_fields_set
+        ):
+            default = ", ".join(self.identifiers)
+            return (
+                f"data.identifiers is not set, so the NanoAOD default [{default}] is used, but "
+                f"this tree has no branch {', '.join(map(repr, missing))}: {fix}"
+            )
+        hints = "; ".join(f"{m!r} ({closest(m, avail)})" for m in missing)
+        return f"data.identifiers names branches this tree does not have: {hints}; {fix}"
 
     def _resolve(self, e: Expr, where: str, avail: set[str], known: set[str]) -> set[str]:
         for name in sorted(e.names()):
@@ -259,8 +288,12 @@ class Program:
         w = self._weights(kept, dataset, m)
         ids = [np.asarray(kept[i]) for i in self.spec.data.identifiers]
         split_spec = self.spec.preprocess.split
-        split = assign_split(
-            ids, validation=split_spec.validation, test=split_spec.test, seed=split_spec.seed
+        split = (
+            assign_split(
+                ids, validation=split_spec.validation, test=split_spec.test, seed=split_spec.seed
+            )
+            if ids  # no identifiers (the spec then asks for no validation/test): all train
+            else np.zeros(m, dtype=np.uint8)
         )
         result = self._finite(X, y, w, split, n, tuple(passed), nonfinite)
         return dataclasses.replace(result, dataset=dataset.name)

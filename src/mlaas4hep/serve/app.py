@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI, Response
 
@@ -38,6 +39,9 @@ from mlaas4hep.serve.settings import InferenceSettings
 from mlaas4hep.serve.tfaas import add_tfaas_routes
 from mlaas4hep.serve.v2 import add_v2_routes
 
+if TYPE_CHECKING:
+    from mlaas4hep.serve.grpc_v2 import GrpcServer
+
 
 @dataclass
 class InferenceService:
@@ -48,17 +52,35 @@ class InferenceService:
     deployer: Deployer
     router: APIRouter
     executor: ThreadPoolExecutor
+    authenticate: Authenticate
     _poller: asyncio.Task[None] | None = field(default=None, repr=False)
+    grpc: GrpcServer | None = field(default=None, repr=False)
+    _users: int = field(default=0, repr=False)
 
     async def start(self) -> None:
-        """Load the repository (ready afterwards) and start polling it."""
+        """Load the repository (ready afterwards), start polling it and, when a port is
+        set, the V2 gRPC server. Counted: an app that starts it through its own lifespan
+        and through the included router's starts it once (the last ``stop`` stops it)."""
+        self._users += 1
+        if self._users > 1:
+            return
         await self.plane.manager.sync()
         if self.settings.poll_interval_s > 0:
             poll = self.plane.manager.poll_forever(self.settings.poll_interval_s)
             self._poller = asyncio.get_running_loop().create_task(poll)
+        if self.settings.grpc_port is not None:
+            from mlaas4hep.serve.grpc_v2 import GrpcServer  # grpcio only when asked for
+
+            self.grpc = GrpcServer(self.plane, self.authenticate, self.settings)
+            await self.grpc.start()
 
     async def stop(self) -> None:
-        """Stop polling and release the inference threads."""
+        """Stop the gRPC server and polling, and release the inference threads."""
+        self._users -= 1
+        if self._users > 0:
+            return
+        if self.grpc is not None:
+            await self.grpc.stop()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,14 +133,15 @@ def create_inference_service(
     if settings.auth_cache_s > 0:
         authenticate = AuthCache(authenticate, settings.auth_cache_s)
     principal = principal_dependency(authenticate)
-    service = InferenceService(settings, plane, deployer, APIRouter(), executor)
+    service = InferenceService(settings, plane, deployer, APIRouter(), executor, authenticate)
     # One flat router, hottest routes first: nested routers cost a recursive match per
     # request in FastAPI, a measurable share of a single-row request. Its lifespan starts
     # and stops the service in whatever app includes it.
     router = service.router = APIRouter(lifespan=service.lifespan)
     body_limits = (settings.max_request_bytes, settings.max_upload_bytes)
-    add_tfaas_routes(router, plane, deployer, principal, body_limits)
-    add_v2_routes(router, plane, principal, settings.max_request_bytes)
+    compress_min = settings.response_compression_min_bytes
+    add_tfaas_routes(router, plane, deployer, principal, body_limits, compress_min)
+    add_v2_routes(router, plane, principal, settings.max_request_bytes, compress_min)
     _add_metrics_route(router, metrics, principal, authorize, settings.metrics_require_auth)
     return service
 

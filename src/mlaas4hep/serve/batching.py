@@ -34,6 +34,8 @@ Tensors = dict[str, np.ndarray[Any, Any]]
 RunFn = Callable[[Mapping[str, np.ndarray[Any, Any]]], Tensors]
 # Called once per batch with (rows in the batch, seconds each request waited in the queue).
 BatchObserver = Callable[[int, list[float]], None]
+# Called once per batch with (rows, queue waits, seconds the model ran): the statistics.
+ExecutionObserver = Callable[[int, list[float], float], None]
 
 
 @dataclass
@@ -55,11 +57,13 @@ class Batcher:
         observe: BatchObserver | None = None,
         name: str = "model",
         inline_rows: int = 0,
+        executed: ExecutionObserver | None = None,
     ) -> None:
         self._run = run
         self._policy = policy
         self._executor = executor
         self._observe = observe
+        self._executed = executed
         self._name = name
         self._inline_rows = inline_rows
         self._queue: deque[_Pending] = deque()
@@ -104,9 +108,12 @@ class Batcher:
 
     def _run_now(self, inputs: Mapping[str, np.ndarray[Any, Any]], rows: int) -> Tensors:
         # Idle and cheap: run on the loop right away, no task, no future, no queue.
+        start = time.perf_counter()
         outputs = self._run(inputs)
         if self._observe is not None:
             self._observe(rows, [0.0])
+        if self._executed is not None:
+            self._executed(rows, [0.0], time.perf_counter() - start)
         return outputs
 
     async def _drain(self) -> None:
@@ -153,8 +160,13 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        if self._observe is not None:
-            self._observe(sum(p.rows for p in batch), [start - p.enqueued for p in batch])
+        ran = time.perf_counter() - start
+        if self._observe is not None or self._executed is not None:
+            rows, waits = sum(p.rows for p in batch), [start - p.enqueued for p in batch]
+            if self._observe is not None:
+                self._observe(rows, waits)
+            if self._executed is not None:
+                self._executed(rows, waits, ran)
         _deliver(batch, outputs)
 
 

@@ -216,3 +216,25 @@ def encode_response(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def decode_tensor(
+    name: str, datatype: str, shape: Sequence[int], *, raw: bytes | None, values: Any
+) -> Array:
+    """One input tensor from another framing (V2 gRPC): its raw little-endian bytes, or a
+    sequence of typed values; the checks of the HTTP decoder (rank, element count, size,
+    datatype), the same InvalidInput messages."""
+    dims = list(shape)
+    if not all(isinstance(d, int) and d >= 0 for d in dims):
+        msg = f"input {name!r}: 'shape' must be non-negative integers, got {dims!r}"
+        raise InvalidInput(msg)
+    try:
+        dtype = numpy_dtype(datatype)
+    except SpecError as exc:
+        raise InvalidInput(f"input {name!r}: {exc}") from exc
+    count = _element_count(name, dims)
+    if raw is not None:
+        array, _ = _binary_tensor(name, raw, 0, len(raw), dtype, count)
+    else:
+        array = _json_tensor(name, values, dtype, count)
+    return array.reshape(dims)

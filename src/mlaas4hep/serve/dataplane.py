@@ -5,7 +5,8 @@ repository index/load/unload) and the legacy TFaaS calls. It checks per-model pe
 through the injected ``authorize(principal, action, model_name) -> bool`` (actions:
 ``infer``, ``read``, ``create``, ``modify``: the scopes) and then the model's owner
 record (``serve/ownership.py``: owner, shared groups, admins), validates requests against
-the model's metadata before they are queued, and records metrics. It never sees a
+the model's metadata before they are queued, and records metrics and the per-version
+statistics of the statistics extension (serve/stats.py). It never sees a
 Request object. A model whose bundle carries its preprocessing also takes raw event
 columns on ``infer`` (``serve/raw.py``); those requests bypass the batcher.
 """
@@ -38,7 +39,13 @@ from mlaas4hep.serve.raw import PASS_OUTPUT, SCORES_OUTPUT, decode_columns, raw_
 from mlaas4hep.serve.repository import MODEL_NAME as _NAME
 
 Authorize = Callable[[Principal, str, str], bool]
-EXTENSIONS = ("binary_tensor_data", "model_repository", "metrics")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "metrics",
+)
 RAW_OUTPUTS = (SCORES_OUTPUT, PASS_OUTPUT)
 LATEST = "latest"  # the version segment naming the newest version in service
 
@@ -135,6 +142,35 @@ class DataPlane:
             },
         }
 
+    def model_config(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
+        """The model configuration extension: the version's config in Triton's JSON form."""
+        self.check(principal, "read", name)
+        return model_config(self.manager.get(name, parse_version(version)))
+
+    def model_statistics(
+        self, principal: Principal, name: str | None, version: str | None
+    ) -> dict[str, Any]:
+        """The statistics extension: ``{"model_stats": [...]}`` per version in service.
+
+        *name* None: every model the caller may read; a name without *version*: each of
+        its versions in service. Read rights, like the metadata.
+        """
+        if name is None:
+            chosen = [
+                loaded
+                for each in self.manager.names()
+                if self.can(principal, "read", each)
+                for loaded in self.manager.served(each)
+            ]
+        else:
+            self.check(principal, "read", name)
+            number = parse_version(version)
+            if number is None:
+                chosen = self.manager.served(name)
+            else:
+                chosen = [self.manager.get(name, number)]
+        return {"model_stats": [v.stats.to_json(v.name, v.version) for v in chosen]}
+
     def model_ready(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
         """``{"name", "ready": true}``; NotFound when the model (version) is not in service."""
         self.check(principal, "read", name)
@@ -155,24 +191,55 @@ class DataPlane:
         start = time.perf_counter()
         try:
             request = decode_request(body, header_length)
-            if _is_raw(loaded, request):  # raw event columns (serve/raw.py): no batcher
-                outputs = await self._score_raw(loaded, request)
-                defaults: tuple[str, ...] = RAW_OUTPUTS
-            else:
-                rows = check_inputs(loaded, request.inputs, request.datatypes)
-                outputs = await loaded.batcher.submit(request.inputs, rows)
-                defaults = tuple(t.name for t in loaded.metadata.outputs)
-            result = encode_response(
-                name,
-                str(loaded.version),
-                request.id,
-                _select_outputs(loaded, request, outputs, defaults),
-            )
+            selected, rows, computed, ran = await self._execute(loaded, request)
+            result = encode_response(name, str(loaded.version), request.id, selected)
         except BaseException as exc:
-            self._count(loaded, "v2", exc, start)
+            self._failed(loaded, "v2", exc, start)
             raise
-        self._count(loaded, "v2", None, start)
+        self._succeeded(loaded, "v2", rows, (start, computed, ran))
         return result
+
+    async def infer_tensors(
+        self,
+        principal: Principal,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        *,
+        protocol: str,
+        started: float | None = None,
+    ) -> tuple[str, list[tuple[str, Array, bool]]]:
+        """Run an already decoded request (another framing: V2 gRPC); return the version
+        that answered and the selected outputs ``(name, array, binary)``. *started*: when
+        the caller began decoding (the statistics' input phase)."""
+        self.check(principal, "infer", name)
+        loaded = self.manager.get(name, parse_version(version))
+        start = time.perf_counter() if started is None else started
+        try:
+            selected, rows, computed, ran = await self._execute(loaded, request)
+        except BaseException as exc:
+            self._failed(loaded, protocol, exc, start)
+            raise
+        self._succeeded(loaded, protocol, rows, (start, computed, ran))
+        return str(loaded.version), selected
+
+    async def _execute(
+        self, loaded: LoadedVersion, request: InferRequest
+    ) -> tuple[list[tuple[str, Array, bool]], int, float, float]:
+        """Score a decoded request: (selected outputs, rows, when inputs were checked,
+        when the model had run)."""
+        if _is_raw(loaded, request):  # raw event columns (serve/raw.py): no batcher
+            computed = time.perf_counter()
+            outputs = await self._score_raw(loaded, request)
+            rows = len(outputs[SCORES_OUTPUT])
+            defaults: tuple[str, ...] = RAW_OUTPUTS
+        else:
+            rows = check_inputs(loaded, request.inputs, request.datatypes)
+            computed = time.perf_counter()
+            outputs = await loaded.batcher.submit(request.inputs, rows)
+            defaults = tuple(t.name for t in loaded.metadata.outputs)
+        ran = time.perf_counter()
+        return _select_outputs(loaded, request, outputs, defaults), rows, computed, ran
 
     async def _score_raw(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
         """Decode raw columns, preprocess and score them in an inference thread."""
@@ -180,6 +247,7 @@ class DataPlane:
         assert raw.preprocessor is not None  # _is_raw checked it
         columns = decode_columns(loaded.name, raw.inputs, request.inputs, request.datatypes)
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()
         try:
             scores, passed = await loop.run_in_executor(
                 self.manager.executor, raw.preprocessor.score, columns
@@ -187,6 +255,7 @@ class DataPlane:
         except (DataQualityError, ExpressionError) as exc:
             msg = f"model {loaded.name!r}: the raw columns cannot be preprocessed: {exc}"
             raise InvalidInput(msg) from exc
+        loaded.stats.executed(len(scores), [0.0], time.perf_counter() - start)
         return {SCORES_OUTPUT: scores, PASS_OUTPUT: passed}
 
     async def predict_rows(self, principal: Principal, name: str, rows: Array) -> Array:
@@ -201,26 +270,49 @@ class DataPlane:
                 raise InvalidInput(msg)
             array = rows.astype(spec.dtype, copy=False)
             count = check_inputs(loaded, {spec.name: array}, {spec.name: spec.datatype})
+            computed = time.perf_counter()
             outputs = await loaded.batcher.submit({spec.name: array}, count)
         except BaseException as exc:
-            self._count(loaded, "tfaas", exc, start)
+            self._failed(loaded, "tfaas", exc, start)
             raise
-        self._count(loaded, "tfaas", None, start)
+        self._succeeded(loaded, "tfaas", count, (start, computed, time.perf_counter()))
         return outputs[loaded.metadata.outputs[0].name]
 
-    def _count(
-        self, loaded: LoadedVersion, protocol: str, exc: BaseException | None, t: float
+    def _succeeded(
+        self, loaded: LoadedVersion, protocol: str, rows: int, marks: tuple[float, float, float]
     ) -> None:
+        """Record an answered request; *marks*: when it started, was decoded, had run."""
+        start, computed, ran = marks
+        end = time.perf_counter()
+        self.metrics.request(loaded.name, str(loaded.version), protocol, "ok", end - start)
+        loaded.stats.succeeded(rows, end - start, computed - start, end - ran)
+
+    def _count(
+        self,
+        loaded: LoadedVersion,
+        protocol: str,
+        exc: BaseException | None,
+        start: float,
+        rows: int = 0,
+    ) -> None:
+        """Record a finished request without phase marks (metrics and statistics)."""
         if exc is None:
-            outcome = "ok"
-        elif isinstance(exc, Overloaded):
+            self._succeeded(loaded, protocol, rows, (start, start, time.perf_counter()))
+        else:
+            self._failed(loaded, protocol, exc, start)
+
+    def _failed(
+        self, loaded: LoadedVersion, protocol: str, exc: BaseException, start: float
+    ) -> None:
+        if isinstance(exc, Overloaded):
             outcome = "overloaded"
         elif isinstance(exc, Mlaas4hepError):
             outcome = "client_error"
         else:
             outcome = "error"
-        seconds = time.perf_counter() - t
+        seconds = time.perf_counter() - start
         self.metrics.request(loaded.name, str(loaded.version), protocol, outcome, seconds)
+        loaded.stats.failed(seconds)
 
     def bundle(self, principal: Principal, name: str, version: str | None) -> BundleArchive:
         """The bundle files of one published version, opened (iterate for the tar.gz).
@@ -253,6 +345,53 @@ class DataPlane:
     async def unload(self, principal: Principal, name: str) -> None:
         self.check(principal, "modify", name)
         await self.manager.unload(name)
+
+
+def model_config(loaded: LoadedVersion) -> dict[str, Any]:
+    """A version's configuration as Triton's ``ModelConfig`` JSON (what tritonclient reads).
+
+    Every input and output has a dynamic first axis, so ``max_batch_size`` is the batching
+    policy's and ``dims`` leave the batch axis out (a tensor of one value per row is
+    ``dims: [1]`` reshaped to ``[]``, Triton's convention).
+    """
+    batching, policy = loaded.config.batching, loaded.config.version_policy
+    if policy.specific:
+        versions: dict[str, Any] = {"specific": {"versions": list(policy.specific)}}
+    elif policy.latest is None:
+        versions = {"all": {}}
+    else:
+        versions = {"latest": {"num_versions": policy.latest}}
+    meta = loaded.metadata
+    return {
+        "name": loaded.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": versions,
+        "max_batch_size": batching.max_batch_size,
+        "input": [_config_tensor(t) for t in meta.inputs],
+        "output": [_config_tensor(t) for t in meta.outputs],
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
+            "default_queue_policy": {"max_queue_size": batching.max_queue_size},
+        },
+        "instance_group": [{"name": loaded.name, "kind": "KIND_CPU", "count": 1}],
+        "parameters": {
+            "max_queue_rows": {"string_value": str(batching.max_queue_rows)},
+            "version": {"string_value": str(loaded.version)},
+            "feature_names": {"string_value": ",".join(meta.feature_names)},
+            "raw_event_columns": {"string_value": str(loaded.raw.preprocessor is not None)},
+        },
+    }
+
+
+def _config_tensor(spec: TensorSpec) -> dict[str, Any]:
+    tensor: dict[str, Any] = {"name": spec.name, "data_type": "TYPE_" + spec.datatype}
+    dims = list(spec.shape[1:])
+    if dims:
+        tensor["dims"] = dims
+    else:
+        tensor["dims"], tensor["reshape"] = [1], {"shape": []}
+    return tensor
 
 
 def _raw_metadata(loaded: LoadedVersion) -> dict[str, Any]:

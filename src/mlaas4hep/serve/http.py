@@ -3,8 +3,10 @@
 Errors on these routes are ``{"error": "..."}`` (the V2 protocol's shape) whatever app
 includes the router: ``ErrorRoute`` maps them itself instead of relying on app-wide
 exception handlers. The status of each error comes from the one table both APIs use
-(:mod:`mlaas4hep.http_status`). Token checks that are not a cache hit run in a worker
-thread, so a slow issuer never stalls the event loop.
+(:mod:`mlaas4hep.http_status`), except ``UnsupportedEncoding``, a 415 on these routes
+only. Token checks that are not a cache hit run in a worker thread, so a slow issuer never
+stalls the event loop. Bodies are read capped and decoded per ``Content-Encoding``, and
+large answers compressed per ``Accept-Encoding`` (the codings: serve/compression.py).
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ from fastapi.routing import APIRoute
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import Mlaas4hepError, PayloadTooLarge
 from mlaas4hep.http_status import http_status
+from mlaas4hep.serve.compression import Inflater, compress, request_coding, response_coding
+from mlaas4hep.serve.errors import UnsupportedEncoding
 
 log = logging.getLogger(__name__)
+
+#: Compressed chunks up to this size inflate on the event loop (at most ~16 MB of output
+#: at deflate's ~1030:1 peak, a few ms); larger ones in a worker thread.
+_INLINE_INFLATE_BYTES = 16 << 10
+#: Responses up to this size are compressed on the event loop (~100 us at level 1).
+_INLINE_DEFLATE_BYTES = 256 << 10
 
 Authenticate = Callable[[str | None, str | None], Principal]
 PrincipalDependency = Callable[[Request], Awaitable[Principal]]
@@ -47,6 +57,8 @@ def error_response(exc: Exception) -> Response:
     if not isinstance(exc, Mlaas4hepError):
         log.exception("unexpected error in an inference route", exc_info=exc)
         return json_response({"error": "internal error; see the server log"}, 500)
+    if isinstance(exc, UnsupportedEncoding):  # not in the shared table: inference only
+        return json_response({"error": str(exc)}, 415)
     # The job API's table, so both APIs answer a domain error with the same status.
     answer = http_status(exc)
     response = json_response({"error": str(exc)}, answer.status)
@@ -121,11 +133,20 @@ def principal_dependency(authenticate: Authenticate) -> PrincipalDependency:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with PayloadTooLarge past *limit* bytes."""
+    """The request body, decoded per ``Content-Encoding``, refused past *limit* bytes.
+
+    The cap applies to the body as sent and, for a gzip/deflate body, to its inflated
+    size, checked while it streams in (serve/compression.py): a compression bomb is
+    refused with PayloadTooLarge after inflating at most *limit* + 1 bytes. An unknown
+    coding is UnsupportedEncoding (415), a corrupt stream InvalidInput (400).
+    """
     length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(_too_large(int(length), limit))
+    coding = request_coding(request.headers.get("content-encoding"))
+    if coding is not None:
+        return await _inflate_body(request, coding, limit)
     if length is not None and length.isdigit():
-        if int(length) > limit:
-            raise PayloadTooLarge(_too_large(int(length), limit))
         return await request.body()
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -136,5 +157,39 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _inflate_body(request: Request, coding: str, limit: int) -> bytes:
+    inflater, size = Inflater(coding, limit), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(_too_large(size, limit))
+        if len(chunk) <= _INLINE_INFLATE_BYTES:
+            inflater.feed(chunk)
+        else:  # a large chunk may inflate ~1000x: not on the event loop
+            await anyio.to_thread.run_sync(inflater.feed, chunk)
+    return inflater.finish()
+
+
 def _too_large(size: int, limit: int) -> str:
     return f"the request body has {size}+ bytes, over the limit of {limit}; send fewer rows"
+
+
+async def encoded(
+    request: Request, content: bytes, headers: dict[str, str], min_bytes: int
+) -> bytes:
+    """*content*, compressed when the client accepts gzip/deflate and it is worth it.
+
+    Bodies under *min_bytes* go out as they are, without looking at the request (the
+    single-row path pays one comparison). Otherwise ``Content-Encoding`` and ``Vary``
+    are added to *headers*; large bodies are compressed in a worker thread.
+    """
+    if len(content) < min_bytes:
+        return content
+    headers["Vary"] = "Accept-Encoding"
+    coding = response_coding(request.headers.get("accept-encoding"))
+    if coding is None:
+        return content
+    headers["Content-Encoding"] = coding
+    if len(content) <= _INLINE_DEFLATE_BYTES:
+        return compress(coding, content)
+    return await anyio.to_thread.run_sync(compress, coding, content)

@@ -25,6 +25,7 @@ from mlaas4hep.serve.metrics import InferenceMetrics
 from mlaas4hep.serve.raw import RawLoader, RawSupport
 from mlaas4hep.serve.repository import ModelConfig, ModelRepository
 from mlaas4hep.serve.runtime import OnnxModel
+from mlaas4hep.serve.stats import VersionStats
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class LoadedVersion:
     batcher: Batcher
     config: ModelConfig
     raw: RawSupport = field(default_factory=RawSupport)  # raw event columns (serve/raw.py)
+    stats: VersionStats = field(default_factory=VersionStats)  # the statistics extension
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -107,6 +109,14 @@ class ModelManager:
 
     def served_versions(self, name: str) -> list[int]:
         return sorted(self._served.get(name, {}))
+
+    def served(self, name: str) -> list[LoadedVersion]:
+        """Every version of *name* in service (ascending); NotFound when none."""
+        versions = self._served.get(name)
+        if not versions:
+            self.get(name)  # raises NotFound with the closest names
+            return []
+        return [versions[v] for v in sorted(versions)]
 
     # ---- changes ------------------------------------------------------------------------
 
@@ -209,15 +219,22 @@ class ModelManager:
             self._failed[(name, version)] = (signature, reason)
             return None
         self._failed.pop((name, version), None)
+        stats = VersionStats()
+        metrics = self._metrics
+
+        def executed(rows: int, waits: list[float], run_s: float) -> None:
+            metrics.batch(name, rows, waits)
+            stats.executed(rows, waits, run_s)
+
         batcher = Batcher(
             model.run,
             config.batching,
             self._executor,
-            observe=lambda rows, waits: self._metrics.batch(name, rows, waits),
             name=f"{name}/{version}",
             inline_rows=inline_rows,
+            executed=executed,
         )
-        return LoadedVersion(name, version, model, batcher, config, raw)
+        return LoadedVersion(name, version, model, batcher, config, raw, stats)
 
     def _open(self, vdir: Path) -> tuple[OnnxModel, int, RawSupport]:
         model = OnnxModel(vdir, self._threads)

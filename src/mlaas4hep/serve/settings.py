@@ -57,8 +57,15 @@ class InferenceSettings:
     ``inline_budget_us`` run on the event loop (a thread hand-off would cost more; 0 always
     uses the thread pool). A successful authentication is reused for ``auth_cache_s``
     seconds for the same Authorization header (0: validate every request).
+    ``max_request_bytes`` caps an inference body, and the decompressed size of a
+    gzip/deflate one. Answers of at least ``response_compression_min_bytes`` are
+    compressed when the client's Accept-Encoding asks (smaller ones are not worth it).
     ``metrics_require_auth`` keeps
     ``/metrics`` behind the authenticator, because metric labels name private models.
+    ``grpc_port`` starts V2 over gRPC on that port (``serve/grpc_v2.py``; None: off, 0: any
+    free port) on ``grpc_host``; ``grpc_tls_cert``/``grpc_tls_key`` (PEM files) make it
+    TLS — tokens must not cross a network in clear, so off loopback give them or
+    terminate TLS in front (an ingress).
     """
 
     repository: Path
@@ -67,6 +74,7 @@ class InferenceSettings:
     batching: BatchPolicy = field(default_factory=BatchPolicy)
     intra_op_threads: int = 0
     max_request_bytes: int = 64 << 20
+    response_compression_min_bytes: int = 1024
     max_upload_bytes: int = 512 << 20
     max_archive_members: int = 256
     max_archive_member_bytes: int = 512 << 20
@@ -74,6 +82,20 @@ class InferenceSettings:
     auth_cache_s: float = 10.0
     metrics_require_auth: bool = True
     server_name: str = "mlaas4hep"
+    grpc_port: int | None = None
+    grpc_host: str = "127.0.0.1"
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            msg = (
+                f"inference.grpc_port must be a TCP port (0-65535) or null, got {self.grpc_port!r}"
+            )
+            raise SpecError(msg)
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            msg = "inference.grpc_tls_cert and grpc_tls_key go together: give both PEM files"
+            raise SpecError(msg)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], data_dir: Path) -> InferenceSettings:
@@ -89,6 +111,9 @@ class InferenceSettings:
             raise SpecError(msg)
         values = dict(raw)
         values["repository"] = Path(values.get("repository") or data_dir / "models")
+        for key in ("grpc_tls_cert", "grpc_tls_key"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
         batching = values.get("batching", {})
         if not isinstance(batching, BatchPolicy):
             try:

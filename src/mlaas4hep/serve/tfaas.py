@@ -17,10 +17,16 @@ from starlette.types import Message
 
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import PayloadTooLarge, SpecError
-from mlaas4hep.serve import legacy
+from mlaas4hep.serve import legacy, openapi
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.deploy import Deployer
-from mlaas4hep.serve.http import ErrorRoute, PrincipalDependency, json_response, read_body
+from mlaas4hep.serve.http import (
+    ErrorRoute,
+    PrincipalDependency,
+    encoded,
+    json_response,
+    read_body,
+)
 
 _SPOOL = 8 << 20
 
@@ -31,8 +37,13 @@ def add_tfaas_routes(
     deployer: Deployer,
     principal: PrincipalDependency,
     limits: tuple[int, int],
+    compress_min: int = 1024,
 ) -> None:
-    """Add the TFaaS-compatible routes to *router*; *limits*: (max body, max upload)."""
+    """Add the TFaaS-compatible routes to *router*; *limits*: (max body, max upload).
+
+    ``/json`` bodies may be gzip/deflate compressed (the cap applies to their decompressed
+    size); answers of at least *compress_min* bytes are compressed on Accept-Encoding.
+    """
     max_body, max_upload = limits
     # The one auth dependency (a variable, not an Annotated alias: with postponed
     # annotations FastAPI resolves names in module globals, not in this closure).
@@ -40,7 +51,10 @@ def add_tfaas_routes(
 
     async def predict(request: Request, user: Principal = caller) -> Response:
         body = await read_body(request, max_body)
-        return Response(await legacy.predict_json(plane, user, body), media_type="application/json")
+        headers: dict[str, str] = {}
+        content = await legacy.predict_json(plane, user, body)
+        content = await encoded(request, content, headers, compress_min)
+        return Response(content, media_type="application/json", headers=headers)
 
     async def models(user: Principal = caller) -> Response:
         return json_response(legacy.models(plane, user))
@@ -81,11 +95,11 @@ def add_tfaas_routes(
         await deployer.delete(user, name)
         return json_response({"deleted": name})
 
-    for method, path, endpoint in (
-        ("POST", "/json", predict),
-        ("GET", "/models", models),
-        ("POST", "/upload", upload),
-        ("DELETE", "/delete", delete),
+    for method, path, endpoint, doc in (
+        ("POST", "/json", predict, openapi.TFAAS_PREDICT),
+        ("GET", "/models", models, openapi.TFAAS_MODELS),
+        ("POST", "/upload", upload, openapi.TFAAS_UPLOAD),
+        ("DELETE", "/delete", delete, openapi.TFAAS_DELETE),
     ):
         router.add_api_route(
             path,
@@ -94,6 +108,7 @@ def add_tfaas_routes(
             route_class_override=ErrorRoute,
             tags=["tfaas"],
             response_class=Response,
+            **doc,
         )
 
 

@@ -6,6 +6,11 @@ and they reveal nothing); every other route depends on the authenticated princip
 ``GET /v2/models/NAME[/versions/VERSION]/bundle`` (not part of the protocol) streams a
 published version's bundle files as ``NAME-VERSION.tar.gz`` (read rights, like the
 metadata; ``latest`` or no version: the newest in service), for ``mlaas4hep apply NAME``.
+The model configuration and statistics extensions answer ``…/config`` and ``…/stats``.
+Inference bodies may be gzip/deflate compressed (capped on their decompressed size) and
+large answers are compressed on ``Accept-Encoding`` (serve/compression.py). The OpenAPI
+description of each route is in serve/openapi.py (documentation only: no per-request
+validation).
 """
 
 from __future__ import annotations
@@ -17,18 +22,33 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from mlaas4hep.auth.principal import Principal
+from mlaas4hep.serve import openapi
 from mlaas4hep.serve.bundle_export import MODEL_VERSION_HEADER
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.errors import InvalidInput
-from mlaas4hep.serve.http import ErrorRoute, PrincipalDependency, json_response, read_body
+from mlaas4hep.serve.http import (
+    ErrorRoute,
+    PrincipalDependency,
+    encoded,
+    json_response,
+    read_body,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def add_v2_routes(
-    router: APIRouter, plane: DataPlane, principal: PrincipalDependency, max_body: int
+    router: APIRouter,
+    plane: DataPlane,
+    principal: PrincipalDependency,
+    max_body: int,
+    compress_min: int = 1024,
 ) -> None:
-    """Add the ``/v2`` routes around *plane* to *router* (the inference routes first)."""
+    """Add the ``/v2`` routes around *plane* to *router* (the inference routes first).
+
+    *max_body* caps an inference body (decompressed size included); responses of at
+    least *compress_min* bytes are compressed when the client's Accept-Encoding asks.
+    """
     # The one auth dependency (a variable, not an Annotated alias: with postponed
     # annotations FastAPI resolves names in module globals, not in this closure).
     caller = Depends(principal)
@@ -61,12 +81,24 @@ def add_v2_routes(
             user, name, version, body, _header_length(request)
         )
         if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={HEADER_LENGTH: str(header_length)},
-        )
+            headers, media = {}, "application/json"
+        else:  # the JSON length in the uncompressed body, as tritonclient reads it
+            headers, media = {HEADER_LENGTH: str(header_length)}, "application/octet-stream"
+        content = await encoded(request, content, headers, compress_min)
+        return Response(content, media_type=media, headers=headers)
+
+    async def model_config(
+        name: str, version: str | None = None, user: Principal = caller
+    ) -> Response:
+        return json_response(plane.model_config(user, name, version))
+
+    async def statistics(
+        name: str, version: str | None = None, user: Principal = caller
+    ) -> Response:
+        return json_response(plane.model_statistics(user, name, version))
+
+    async def all_statistics(user: Principal = caller) -> Response:
+        return json_response(plane.model_statistics(user, None, None))
 
     async def bundle(name: str, version: str | None = None, user: Principal = caller) -> Response:
         archive = plane.bundle(user, name, version)
@@ -86,23 +118,29 @@ def add_v2_routes(
         await plane.unload(user, name)
         return json_response({})
 
-    routes: list[tuple[str, str, Callable[..., Any]]] = [
-        ("POST", "/models/{name}/infer", infer),
-        ("POST", "/models/{name}/versions/{version}/infer", infer),
-        ("GET", "/health/live", live),
-        ("GET", "/health/ready", ready),
-        ("GET", "", server_metadata),
-        ("GET", "/models/{name}", model_metadata),
-        ("GET", "/models/{name}/versions/{version}", model_metadata),
-        ("GET", "/models/{name}/ready", model_ready),
-        ("GET", "/models/{name}/versions/{version}/ready", model_ready),
-        ("GET", "/models/{name}/bundle", bundle),
-        ("GET", "/models/{name}/versions/{version}/bundle", bundle),
-        ("POST", "/repository/index", repository_index),
-        ("POST", "/repository/models/{name}/load", load),
-        ("POST", "/repository/models/{name}/unload", unload),
+    routes: list[tuple[str, str, Callable[..., Any], openapi.Doc]] = [
+        ("POST", "/models/{name}/infer", infer, openapi.INFER),
+        ("POST", "/models/{name}/versions/{version}/infer", infer, openapi.INFER),
+        ("GET", "/health/live", live, openapi.LIVE),
+        ("GET", "/health/ready", ready, openapi.READY),
+        ("GET", "", server_metadata, openapi.SERVER_METADATA),
+        # before /models/{name}: "stats" is this route, not a model's metadata
+        ("GET", "/models/stats", all_statistics, openapi.STATISTICS),
+        ("GET", "/models/{name}", model_metadata, openapi.MODEL_METADATA),
+        ("GET", "/models/{name}/versions/{version}", model_metadata, openapi.MODEL_METADATA),
+        ("GET", "/models/{name}/ready", model_ready, openapi.MODEL_READY),
+        ("GET", "/models/{name}/versions/{version}/ready", model_ready, openapi.MODEL_READY),
+        ("GET", "/models/{name}/config", model_config, openapi.MODEL_CONFIG),
+        ("GET", "/models/{name}/versions/{version}/config", model_config, openapi.MODEL_CONFIG),
+        ("GET", "/models/{name}/stats", statistics, openapi.STATISTICS),
+        ("GET", "/models/{name}/versions/{version}/stats", statistics, openapi.STATISTICS),
+        ("GET", "/models/{name}/bundle", bundle, openapi.BUNDLE),
+        ("GET", "/models/{name}/versions/{version}/bundle", bundle, openapi.BUNDLE),
+        ("POST", "/repository/index", repository_index, openapi.REPOSITORY_INDEX),
+        ("POST", "/repository/models/{name}/load", load, openapi.LOAD),
+        ("POST", "/repository/models/{name}/unload", unload, openapi.UNLOAD),
     ]
-    for method, path, endpoint in routes:
+    for method, path, endpoint, doc in routes:
         router.add_api_route(
             "/v2" + path,
             endpoint,
@@ -110,6 +148,7 @@ def add_v2_routes(
             route_class_override=ErrorRoute,
             tags=["v2"],
             response_class=Response,
+            **doc,
         )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from mlaas4hep.preprocess.pipeline import FeatureInfo
     from mlaas4hep.spec import PipelineSpec
 
+# Where `mlaas4hep serve` listens by default; the card's curl command names it.
+SERVICE_URL = "http://127.0.0.1:8000"
 # ONNX TensorProto element types our exported graphs use -> Open Inference Protocol names.
 _V2_DATATYPES = {1: "FP32", 11: "FP64", 7: "INT64", 6: "INT32", 9: "BOOL"}
 
@@ -144,6 +147,7 @@ def model_card(
     parts = [
         f"# {name}\n",
         (spec.description or f"A {info.task} model trained by mlaas4hep.") + "\n",
+        *_warnings_section(metrics),
         _data_section(spec),
         _cuts_section(cutflow),
         _features_section(info),
@@ -152,6 +156,15 @@ def model_card(
         _query_section(name, info),
     ]
     return "\n".join(parts)
+
+
+def _warnings_section(metrics: dict[str, Any]) -> list[str]:
+    """The run's warnings (``metrics.json`` → ``warnings``), first thing after the title."""
+    warnings = metrics.get("warnings") or []
+    if not warnings:
+        return []
+    items = "\n".join(f"- **{w.get('code', 'warning')}**: {w.get('message', '')}" for w in warnings)
+    return [f"## Warnings\n\n{items}\n"]
 
 
 def _data_section(spec: PipelineSpec) -> str:
@@ -205,6 +218,11 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
 
 
 def _query_section(name: str, info: FeatureInfo) -> str:
+    """How to query the model: a curl command (V2) and Python (ONNX Runtime), both runnable.
+
+    The curl line reads the token from ``$TOKEN`` inside double quotes, so the shell
+    expands it; the JSON body is in single quotes (it holds no single quote).
+    """
     n = len(info.names)
     example = json.dumps(
         {
@@ -218,14 +236,23 @@ def _query_section(name: str, info: FeatureInfo) -> str:
             ]
         }
     )
+    url = f"{SERVICE_URL}/v2/models/{urllib.parse.quote(name, safe='')}/infer"
     return (
         f"## How to query it\n\nInput `{artifact.INPUT_TENSOR}`: FP32, shape `[batch, "
         f"{n}]`, raw values in the feature order above. Output `{artifact.OUTPUT_TENSOR}`: "
-        f"{_scores_doc(info)}.\n\nOpen Inference Protocol (V2):\n\n```\n"
-        f"curl -H 'Authorization: Bearer $TOKEN' -d '{example}' \\\n"
-        f"     http://127.0.0.1:8000/v2/models/{name}/infer\n```\n\n"
-        f"Locally: `onnxruntime.InferenceSession('{MODEL_FILE}').run(['{artifact.OUTPUT_TENSOR}'], "
-        f"{{'{artifact.INPUT_TENSOR}': X}})`.\n"
+        f"{_scores_doc(info)}.\n\n"
+        "Open Inference Protocol (V2), once the model is deployed as "
+        f"`{name}` (a token in `$TOKEN`, e.g. `export TOKEN=$(mlaas4hep token --user alice)`):"
+        "\n\n```bash\n"
+        'curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\\n'
+        f"     -d '{example}' \\\n"
+        f"     {url}\n```\n\n"
+        "Locally, from this directory:\n\n```python\n"
+        "import numpy as np\nimport onnxruntime\n\n"
+        f"X = np.zeros((1, {n}), dtype=np.float32)  # raw features, in the order above\n"
+        f"session = onnxruntime.InferenceSession({MODEL_FILE!r})\n"
+        f"scores = session.run([{artifact.OUTPUT_TENSOR!r}], {{{artifact.INPUT_TENSOR!r}: X}})[0]\n"
+        "```\n"
     )
 
 

@@ -4,10 +4,18 @@
 bundle (``bundle.py``) into ``out_dir`` and returns a ``RunResult``. Progress goes to the
 ``progress`` callback (``progress.py``). ``run_source`` is the same with an already built
 feature source, so tests and benchmarks can feed it any ``FeatureSource``.
+
+Settings that can be checked without data (the engine's library, ``train.device: cuda``
+on a machine without a GPU) are checked before the first pass reads anything. A run that
+fails removes what it made and cannot be resumed from: ``work/``, the feature cache, and
+every file or folder of ``out_dir`` it created, keeping only the first-pass cache
+(``cache/fit-*.json``, so that the next run skips the first pass); once a checkpoint exists
+(``--resume``), only ``work/`` goes. Files that were there before are never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,7 +26,8 @@ from mlaas4hep.artifact import CHECKPOINTS_DIR, MODEL_FILE, PROP_SPEC_HASH
 from mlaas4hep.errors import Conflict, DataQualityError, TrainingError
 from mlaas4hep.train import plots
 from mlaas4hep.train.bundle import write_bundle
-from mlaas4hep.train.engine import Engine, EngineContext, create_engine
+from mlaas4hep.train.diagnostics import run_warnings
+from mlaas4hep.train.engine import Engine, EngineContext, create_engine, engine_class
 from mlaas4hep.train.evaluate import ScoreAccumulator
 from mlaas4hep.train.export import PARITY_TOLERANCE, export_onnx, parity_pass, session
 from mlaas4hep.train.feature_cache import CachingSource
@@ -75,18 +84,97 @@ def run_pipeline(
     ``feature_cache_bytes``: disk budget of the train-feature cache (``feature_cache.py``;
     0 = always stream from ROOT). ``distributor``: preprocess partitions there (a Dask
     cluster) and stream the results here, where training runs. Raises
-    ``DataQualityError`` (NaN/inf, empty split), ``TrainingError`` (the model fails, or
-    ONNX parity is above 1e-4), ``UserCodeError``.
+    ``DataQualityError`` (NaN/inf, empty split), ``TrainingError`` (the model fails, the
+    device is missing, or ONNX parity is above 1e-4), ``UserCodeError``. A failed run
+    cleans up after itself (see the module docstring).
     """
     from mlaas4hep.preprocess.pipeline import Preprocessor
 
     out = Path(out_dir)
+    check_engine(spec)  # before the Preprocessor: nothing is created for a bad device
+    made = _Made.before(out)
     source = Preprocessor(spec, cache_dir=out / "cache", distributor=distributor)
-    return run_source(
-        spec, source, out, resume=resume, progress=progress,
-        allow_user_code=allow_user_code, checkpoint_every_s=checkpoint_every_s,
-        feature_cache_bytes=feature_cache_bytes,
-    )  # fmt: skip
+    try:
+        return run_source(
+            spec, source, out, resume=resume, progress=progress,
+            allow_user_code=allow_user_code, checkpoint_every_s=checkpoint_every_s,
+            feature_cache_bytes=feature_cache_bytes,
+        )  # fmt: skip
+    except Conflict:
+        raise  # another run's directory: not ours to clean
+    except Exception:
+        made.clean_up(out)
+        raise
+
+
+def check_engine(spec: PipelineSpec) -> None:
+    """What can be checked before any data is read: the engine's library and device.
+
+    Raises:
+        TrainingError: the library is not installed (with what to install), or
+            ``train.device`` is ``cuda`` and torch finds no GPU (use ``auto`` or ``cpu``).
+    """
+    engine_class(spec.model.kind)
+    if spec.model.kind in _TORCH_KINDS and spec.train.device == "cuda":
+        from mlaas4hep.train.torch_mlp import resolve_device
+
+        resolve_device(spec.train.device)
+
+
+# Engines that run on torch and so honour train.device (xgboost falls back to the CPU
+# itself, with a warning; scikit-learn has no device).
+_TORCH_KINDS = frozenset({"mlp", "python"})
+_FIT_CACHE_PREFIX = "fit-"  # cache/fit-<key>.json: kept after a failure (preprocess/cache.py)
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What ``out_dir`` held before a run, so that a failed run removes only what it made."""
+
+    existed: frozenset[str]  # entries of out_dir before the run
+    first_created: Path | None  # the outermost folder the run creates (out_dir or a parent)
+
+    @classmethod
+    def before(cls, out: Path) -> _Made:
+        missing = [p for p in (out, *out.parents) if not p.exists()]
+        existed = frozenset(p.name for p in out.iterdir()) if out.is_dir() else frozenset()
+        return cls(existed, missing[-1] if missing else None)
+
+    def clean_up(self, out: Path) -> None:
+        """Remove the run's scratch, and what it created unless it can be resumed."""
+        shutil.rmtree(out / "work", ignore_errors=True)  # never of use after the process
+        if (out / CHECKPOINTS_DIR / "latest.json").exists() or not out.is_dir():
+            return  # --resume continues from here
+        cache = out / "cache"
+        if cache.is_dir():
+            for entry in cache.iterdir():  # the feature cache (features-*, .features-*)
+                if "features-" in entry.name:
+                    _remove(entry)
+        for entry in out.iterdir():
+            if entry.name in self.existed:
+                continue
+            if entry.name == "cache" and any(
+                p.name.startswith(_FIT_CACHE_PREFIX) for p in entry.iterdir()
+            ):
+                continue
+            _remove(entry)
+        self._remove_empty_folders(out)
+
+    def _remove_empty_folders(self, out: Path) -> None:
+        if self.first_created is None:
+            return
+        for folder in (out, *out.parents):
+            with contextlib.suppress(OSError):  # not empty: the first-pass cache is kept
+                folder.rmdir()
+            if folder == self.first_created:
+                return
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def run_source(
@@ -100,8 +188,9 @@ def run_source(
     checkpoint_every_s: float = 300.0,
     feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
 ) -> RunResult:
-    """``run_pipeline`` with an already built feature source."""
+    """``run_pipeline`` with an already built feature source (no clean-up on failure)."""
     started = time.monotonic()
+    check_engine(spec)
     _prepare_out_dir(out, resume)
     progress(Progress("prepare", message="computing feature statistics"))
     info = source.fit()
@@ -120,6 +209,8 @@ def run_source(
     shutil.rmtree(cache.directory, ignore_errors=True)  # only training reads it
     result = _evaluate(spec, source, info, out, trained, progress)
     result.metrics["seconds"] = round(time.monotonic() - started, 3)
+    for warning in result.metrics["warnings"]:  # also in metrics.json and the model card
+        progress(Progress("evaluate", message=f"warning: {warning['message']}"))
     write_bundle(out, spec, info, result.metrics, source.cutflow(), _branch_types(source))
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     parity = result.metrics["onnx"]
@@ -196,6 +287,7 @@ def _evaluate(
             "ok": parity.parity_ok,
         },
         "has_importances": any(p.name == "importance.png" for p in made),
+        "warnings": run_warnings(spec, info, trained.loop.state, trained.train_scores),
     }
     return RunResult(out, model_path, metrics, history, tuple(made))
 

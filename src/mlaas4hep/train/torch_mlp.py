@@ -12,8 +12,10 @@ sigmoid/softmax last layer) is trained with the matching loss on probabilities i
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +103,27 @@ class ScoringModel(nn.Module):
         if self.head == "sigmoid":
             return torch.sigmoid(out)
         return torch.softmax(out, dim=1)
+
+
+# torch.onnx logs "torchvision is not installed. Skipping torchvision::nms" (and three more
+# ops) on every export: its registry lists torchvision's ops, which no model here uses.
+_EXPORTER_LOGGER = "torch.onnx._internal.exporter._registration"
+_TORCHVISION_NOTICE = "torchvision is not installed"
+
+
+def _not_torchvision_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_TORCHVISION_NOTICE)
+
+
+@contextlib.contextmanager
+def quiet_onnx_export() -> Iterator[None]:
+    """Drop the exporter's "torchvision is not installed" notices, and only those."""
+    logger = logging.getLogger(_EXPORTER_LOGGER)
+    logger.addFilter(_not_torchvision_notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_torchvision_notice)
 
 
 def _head(task: str) -> str:
@@ -284,7 +307,7 @@ class TorchEngine:
         model = self.model.to("cpu").eval()
         example = (torch.zeros((2, self.ctx.n_inputs)),)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), quiet_onnx_export():
                 # The exporter warns about its own internals (pytree deprecations); nothing
                 # a user can act on.
                 warnings.simplefilter("ignore", FutureWarning)

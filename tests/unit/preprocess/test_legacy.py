@@ -58,20 +58,23 @@ def test_full_conversion() -> None:
     assert (data.step_size, data.max_events) == (10000, 15000)
     assert data.identifiers == ["run", "event", "luminosityBlock"]
     pre = spec.preprocess
-    assert pre.define == {"jet_ht": "Jet_pt*2", "met_log": "log(MET_pt + 1)"}
+    # jet_ht derives from Jet_pt: a field of Jet (reached through an alias), not a "jet"
+    assert pre.define == {
+        "jet_ht": "Jet_pt*2", "met_log": "log(MET_pt + 1)", "Jet_jet_ht": "jet_ht"
+    }  # fmt: skip
     assert pre.cuts == [
         "all(jet_ht<500)", "any(jet_ht>20)", "met_log > 1", "1<=nMuon<=4", "all(Jet_eta<2.4)"
     ]  # fmt: skip
     assert pre.features.scalars == ["MET_pt", "nJet", "nMuon"]  # met_log removed
     jet = pre.features.objects["Jet"]
     assert (jet.fields, jet.length, jet.pad, jet.sort_by, jet.mask) == (
-        ["pt", "eta"],
+        ["pt", "eta", "jet_ht"],
         9,
         0.0,
         None,
         False,
     )  # Jet_mass dropped by keys_to_remove, Muon_pt excluded
-    assert pre.features.objects["jet"].fields == ["ht"]
+    assert set(pre.features.objects) == {"Jet"}
     assert pre.normalize == "minmax"
     assert (spec.train.epochs, spec.train.batch_size) == (5, 100)
     assert (spec.model.kind, spec.model.module, spec.model.function, spec.model.framework) == (
@@ -116,7 +119,8 @@ def test_read_inputs_from_files(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("1\n0\n0\n")
     inputs = read_inputs(tmp_path / "params.json", tmp_path / "files.txt",
                          tmp_path / "labels.txt", tmp_path / "preproc.json")  # fmt: skip
-    assert inputs.files == FILES
+    # relative entries are relative to files.txt's directory, like @list.txt in a spec
+    assert inputs.files == [FILES[0], *(str(tmp_path / f) for f in FILES[1:])]
     assert inputs.labels == LABELS
     assert inputs.preproc == PREPROC
     (tmp_path / "bad.json").write_text("{nope")

@@ -2,7 +2,8 @@
 
 ``install_ui(app, ...)`` (called by :func:`mlaas4hep.api.app.create_app`) mounts:
 
-* ``/ui/login`` …: sign-in (local issuer button, or authorization code + PKCE), sign-out;
+* ``/ui/login`` …: sign-in (local issuer for a user name, a pasted access token, or
+  authorization code + PKCE), sign-out;
 * ``/ui/jobs``, ``/ui/jobs/{id}``, ``/ui/submit``: jobs, live progress, results, submission;
 * ``/ui/models``, ``/ui/models/{name}``, ``/ui/datasets``: models, predictions, datasets;
 * ``/ui/static``: the page's own CSS and JavaScript (nothing from a CDN).
@@ -35,6 +36,7 @@ from mlaas4hep.api.ui.session import SESSION_COOKIE, UI_PREFIX
 from mlaas4hep.api.ui.settings import UiSettings
 from mlaas4hep.auth.local_issuer import LocalIssuer
 from mlaas4hep.auth.principal import Principal
+from mlaas4hep.auth.token_store import default_token_file
 from mlaas4hep.auth.tokens import Authenticator
 from mlaas4hep.errors import SpecError
 from mlaas4hep.jobs.datasets import DatasetStore
@@ -59,6 +61,7 @@ def install_ui(
     revoked: RevokedSessions | None = None,
     examples_dir: Path | None = EXAMPLES_DIR,
     oidc_transport: httpx.BaseTransport | None = None,
+    cli_token_file: Path | None = None,
 ) -> None:
     """Mount the UI on *app*.
 
@@ -73,6 +76,8 @@ def install_ui(
             what it lists (:class:`~mlaas4hep.api.ui.revocations.RevokingAuthenticator`).
             None: an in-memory list (tests).
         oidc_transport: for tests, answers the external issuer's URLs in-process.
+        cli_token_file: where ``mlaas4hep token --save`` keeps the CLI's token; the local
+            sign-in suggests the user it names (default: the CLI's default token file).
 
     Raises:
         SpecError: invalid ``ui`` settings.
@@ -92,7 +97,8 @@ def install_ui(
     ctx = UiContext(pages, ui_route, service, datasets, inference, examples_dir)
     caller = principal_dependency(authenticator, cookie=SESSION_COOKIE)
     revoked = revoked if revoked is not None else RevokedSessions(None)
-    sign_in = SignIn(settings, local_issuer, oidc, _validator(authenticator), revoked)
+    token_file = cli_token_file or default_token_file()
+    sign_in = SignIn(settings, local_issuer, oidc, _validator(authenticator), revoked, token_file)
     app.include_router(auth_router(pages, sign_in, ui_route))
     app.include_router(jobs_ui_router(ctx, caller))
     app.include_router(models_ui_router(ctx, caller))

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
@@ -120,6 +121,9 @@ def route_class(pages: Pages) -> type[APIRoute]:
                     response = pages.error(request, exc.status_code, detail)
                     response.headers.update(exc.headers or {})  # 401: WWW-Authenticate
                     return response
+                except RequestValidationError as exc:
+                    # Name the fields only: their values may be secrets (a pasted token).
+                    return pages.error(request, 422, _invalid_fields(exc))
                 except Mlaas4hepError as exc:
                     return pages.error(request, status_of(exc)[0], str(exc))
                 except Exception:
@@ -131,3 +135,10 @@ def route_class(pages: Pages) -> type[APIRoute]:
             return handle
 
     return UiRoute
+
+
+def _invalid_fields(exc: RequestValidationError) -> str:
+    names = sorted({str(e.get("loc", ("?",))[-1]) for e in exc.errors()})
+    return (
+        f"the form's {', '.join(names)} field is missing or too long; reload the page and try again"
+    )

@@ -116,6 +116,13 @@
     });
   }
 
+  // ---- login page: the local sign-in button names the user typed ----
+  function signInAs(button) {
+    const field = document.getElementById(button.dataset.signInAs);
+    const label = () => { button.textContent = `Sign in as ${field.value.trim() || "…"}`; };
+    field.addEventListener("input", label);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("table[data-live-rows]").forEach(liveRows);
     const live = document.getElementById("live");
@@ -123,5 +130,6 @@
     document.querySelectorAll("textarea[data-validate-url]").forEach(validateAsYouType);
     const up = document.getElementById("upload-form");
     if (up) uploadForm(up);
+    document.querySelectorAll("button[data-sign-in-as]").forEach(signInAs);
   });
 })();

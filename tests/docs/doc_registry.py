@@ -1,0 +1,277 @@
+"""What the documentation tests do with each snippet besides running it as written.
+
+Kept here, in the tests, not in the docs. Three kinds of entries, each with its reason:
+
+- ``SKIPS``: snippets that cannot run here (a container engine, a cluster, a remote host, a
+  test-suite run inside the test suite). ``paths`` are still checked to exist in the
+  repository, so a skipped command cannot name a file that is gone.
+- ``REWRITES``: a literal placeholder the reader is meant to fill in (a job id ``3f2c…e1``,
+  elided values ``...``, an example host) replaced by the real value of the test session.
+- ``PRELUDES``: code run before a snippet to bind what the text leaves to the reader (the
+  ``$ID`` of "your job", ``auth`` in a Python snippet).
+
+``READER_FILES`` are the files the docs assume the reader has (``pipeline.yaml``,
+``nano.root``, ...); the session makes them in its working directory.
+
+Every entry must still match its snippet (``test_registry_matches_the_docs``): when a doc
+changes, the entry is updated or dropped, never left to hide a snippet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+N_FEATURES = 42  # the tth-vs-qcd example's feature count, as docs/inference.md states it
+_VALUES = ", ".join(["0.1"] * N_FEATURES)
+
+
+@dataclass(frozen=True)
+class Skip:
+    snippet: str
+    reason: str
+    paths: tuple[str, ...] = ()  # repository paths the snippet names; checked to exist
+    unless_module: str | None = None  # run it after all when this module imports
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    snippet: str
+    old: str  # literal text of the snippet
+    new: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Prelude:
+    snippet: str
+    code: str
+    reason: str
+
+
+_SUITE = "a run of part of the test suite; `make test` runs it (not nested in itself)"
+
+SKIPS: tuple[Skip, ...] = (
+    Skip(
+        "README.md#two-commands:1",
+        "`make demo` is run by test_readme_walkthrough.py in a fresh clone; `make test` runs "
+        "the whole suite, this test included",
+        paths=("Makefile",),
+    ),
+    Skip(
+        "docs/benchmarks.md#job-sandbox-start-up-overhead-benchsandboxpy:1",
+        "a benchmark (minutes of CPU); `make test` runs every benchmark's smoke mode",
+        paths=("bench/sandbox.py",),
+    ),
+    Skip(
+        "docs/benchmarks.md#applying-a-model-mlaas4hep-apply-vs-the-bare-work-benchapplypy:1",
+        "a benchmark (~2 min, a 2 GB file); `make test` runs every benchmark's smoke mode",
+        paths=("bench/apply.py",),
+    ),
+    Skip(
+        "docs/deployment.md#single-host:1",
+        "the README's `make demo` and `mlaas4hep serve`, run by test_readme_walkthrough.py",
+    ),
+    Skip(
+        "docs/deployment.md#the-image-deploycontainerdockerfile:1",
+        "needs a Docker daemon and the network to build an image",
+        paths=("deploy/container/Dockerfile",),
+    ),
+    Skip(
+        "docs/deployment.md#the-image-deploycontainerdockerfile:2",
+        "needs a Docker daemon, the built image and a Dask scheduler host",
+    ),
+    Skip(
+        "docs/deployment.md#docker-compose-deploycomposecomposeyaml:1",
+        "needs Docker Compose, a Docker daemon and the network to build images",
+        paths=("deploy/compose",),
+    ),
+    Skip(
+        "docs/deployment.md#kubernetes-deployk8s:1",
+        "needs a Kubernetes cluster",
+        paths=("deploy/k8s",),
+    ),
+    Skip(
+        "docs/inference.md#applying-a-model-to-root-files:2",
+        "needs PyROOT (ROOT is not installed here)",
+        unless_module="ROOT",
+    ),
+    Skip(
+        "docs/inference.md#embedding-and-running:1",
+        "a sketch of the embedding API: repo, authenticator, policy, raw_section, settings "
+        "and model_policy are the caller's objects (tests/integration/conftest_serve.py "
+        "embeds it for real)",
+    ),
+    Skip(
+        "docs/reliability.md#reliability-what-the-hardening-suite-shows:1",
+        f"the hardening suite (minutes): {_SUITE}",
+        paths=("tests/hardening",),
+    ),
+    Skip(
+        "docs/security.md#hostile-documents-and-tokens:1",
+        _SUITE,
+        paths=(
+            "tests/security/test_documents_tokens.py",
+            "tests/unit/spec/test_documents.py",
+            "tests/unit/auth",
+        ),
+    ),
+    Skip(
+        "docs/security.md#the-web-ui:1",
+        _SUITE,
+        paths=("tests/security/test_ui.py", "tests/unit/api/test_ui_trust.py"),
+    ),
+    Skip(
+        "docs/security.md#submission-policy-and-inputs:1",
+        _SUITE,
+        paths=(
+            "tests/security/test_submission.py",
+            "tests/unit/data/test_inputs.py",
+            "tests/unit/jobs/test_submission_policy.py",
+        ),
+    ),
+    Skip(
+        "docs/security.md#the-job-sandbox:1",
+        _SUITE,
+        paths=(
+            "tests/unit/jobs/test_sandbox_parts.py",
+            "tests/unit/jobs/test_sandbox_executor.py",
+            "tests/security/test_sandbox.py",
+        ),
+    ),
+    Skip(
+        "docs/service.md#configuration:1",
+        "needs a PostgreSQL server (the integration suite starts one: tests/integration/pg.py)",
+    ),
+)
+
+_SERVE = "the service is the test session's `mlaas4hep serve`, started before the snippets"
+_JOB_ID = "`3f2c…e1` stands for the reader's job id: the newest job of the session"
+
+REWRITES: tuple[Rewrite, ...] = (
+    Rewrite("README.md#everyday-use:1", "\nmlaas4hep serve ", "\n: mlaas4hep serve ", _SERVE),
+    Rewrite("docs/service.md#quick-start:1", "mlaas4hep serve ", ": mlaas4hep serve ", _SERVE),
+    Rewrite("docs/service.md#quick-start:1", "logs 3f2c…e1", 'logs "$(docs_job)"', _JOB_ID),
+    Rewrite(
+        "docs/service.md#quick-start:1",
+        "download 3f2c…e1",
+        'download "$(docs_job succeeded)"',
+        _JOB_ID + " that succeeded",
+    ),
+    Rewrite(
+        "docs/service.md#quick-start:1",
+        "cancel 3f2c…e1",
+        'cancel "$(docs_spare_job)"',
+        "`3f2c…e1` stands for a job to cancel: a queued job submitted for it",
+    ),
+    Rewrite(
+        "docs/inference.md#curl:1",
+        "[0.1, 0.2, 0.3, ...]",
+        f"[{_VALUES}]",
+        f"the doc elides the {N_FEATURES} feature values",
+    ),
+    Rewrite(
+        "docs/inference.md#legacy-tfaas-api:1",
+        '"keys": ["f0","f1",...], "values": [0.1, 0.2, ...]',
+        f'"values": [{_VALUES}]',
+        f"the doc elides the {N_FEATURES} names and values: sent in model order, no keys",
+    ),
+    Rewrite(
+        "docs/inference.md#mlaas4hep-predict:1",
+        " [--version 3] [--output scores.json]",
+        " --version 1 --output scores.json",
+        "[...] marks optional arguments; the session's model is version 1",
+    ),
+    Rewrite(
+        "docs/inference.md#applying-a-model-to-root-files:1",
+        "root://eos.example//store/user/a/data_*.root",
+        "",
+        "eos.example is a remote XRootD host (tests/integration/test_xrootd_*.py read root://)",
+    ),
+    Rewrite(
+        "docs/inference.md#applying-a-model-to-root-files:1",
+        "[--format root|parquet] [--only-passing] [--step-size N] \\\n"
+        "    [--tree Events] [--model runs/other ...] [--no-ids] [--progress-json]",
+        "--format parquet --only-passing --step-size 5000 \\\n"
+        "    --tree Events --no-ids --progress-json",
+        "[...] marks optional arguments: all taken (--model runs/other names another bundle)",
+    ),
+    Rewrite(
+        "docs/inference.md#applying-a-model-to-root-files:4",
+        "https://mlaas.example MLAAS4HEP_TOKEN=...",
+        '"$MLAAS4HEP_DOCS_URL" MLAAS4HEP_TOKEN="$(mlaas4hep token --user alice)"',
+        "mlaas.example and `...` stand for the reader's service and token: the session's",
+    ),
+    Rewrite(
+        "docs/inference.md#applying-a-model-to-root-files:4",
+        "tth-classifier:3",
+        "tth-classifier:1",
+        "version 3 is an example; the session's model has version 1",
+    ),
+    Rewrite(
+        "docs/inference.md#applying-a-model-to-root-files:5",
+        "tth-classifier:3",
+        "tth-classifier:1",
+        "version 3 is an example; the session's model has version 1",
+    ),
+    Rewrite(
+        "docs/service.md#follow-get-jobs-get-jobsid-get-jobsidlogs:1",
+        "cursor=<next_cursor>",
+        "cursor=$(docs_next_cursor)",
+        "<next_cursor> is the next_cursor of a previous page",
+    ),
+    Rewrite(
+        "docs/service.md#applying-a-model-as-a-job:1",
+        "$ID",
+        "$(docs_job succeeded)",
+        "$ID is the reader's apply job: the newest that succeeded",
+    ),
+    Rewrite(
+        "docs/service.md#datasets:1",
+        "$DATASET_ID",
+        "$(docs_dataset signal.root)",
+        "$DATASET_ID is the id of the dataset just uploaded",
+    ),
+)
+
+_MINT = '["mlaas4hep", "token", "--user", "alice"]'
+_TOKEN_PY = f"import subprocess\ntoken = subprocess.check_output({_MINT}, text=True).strip()\n"
+
+PRELUDES: tuple[Prelude, ...] = (
+    Prelude(
+        "model-card#how-to-query-it:1",
+        "export TOKEN=$(mlaas4hep token --user alice)\n",
+        "the card's own words: a token in `$TOKEN`, e.g. `export TOKEN=$(mlaas4hep token ...)`",
+    ),
+    Prelude("docs/inference.md#python-tritonclient:1", _TOKEN_PY, "`token`: the reader's"),
+    Prelude(
+        "docs/inference.md#raw-event-columns:1",
+        _TOKEN_PY + 'auth = {"Authorization": f"Bearer {token}"}\n',
+        "`auth`: as the previous snippet of the page defines it",
+    ),
+    Prelude(
+        "docs/service.md#follow-get-jobs-get-jobsid-get-jobsidlogs:1",
+        "ID=$(docs_job)\n",
+        "$ID is the reader's job: the newest job of the session",
+    ),
+    Prelude(
+        "docs/service.md#cancel-and-delete:1",
+        "ID=$(docs_spare_job)\n",
+        "$ID is a job to cancel: a queued job submitted for it",
+    ),
+    Prelude(
+        "docs/service.md#artifacts:1",
+        "ID=$(docs_job succeeded)\n",
+        "$ID is a succeeded job (artifacts exist only then)",
+    ),
+    Prelude(
+        "docs/training.md#python-your-own-pytorch-or-keras-model-opt-in:2",
+        'import os\nos.environ.setdefault("KERAS_BACKEND", "torch")\n',
+        "mlaas4hep imports the file with Keras on its torch backend (TensorFlow is not used)",
+    ),
+)
+
+#: Snippets whose definitions mlaas4hep calls: the call is appended, as mlaas4hep makes it.
+EPILOGUES: dict[str, str] = {
+    "docs/training.md#python-your-own-pytorch-or-keras-model-opt-in:1": "build_model(8, 1)\n",
+    "docs/training.md#python-your-own-pytorch-or-keras-model-opt-in:2": "model(8)\n",
+}
