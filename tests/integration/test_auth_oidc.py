@@ -401,21 +401,22 @@ def tampered(token: str) -> str:
     return f"{head}.{b64(json.dumps(claims).encode())}.{sig}"
 
 
-# kind -> the reason the client is told (proves each case fails for its own reason)
+# kind -> the reason the client is told (proves each case fails for its own reason), with
+# the remedy for the issuers this service trusts (an OIDC issuer only: `mlaas4hep login`)
 NEGATIVE = {
-    "no_token": "missing bearer token",
+    "no_token": "missing bearer token; get one with: mlaas4hep login",
     "malformed": "malformed token",
-    "expired": "token expired",
+    "expired": "token expired; get a new one with: mlaas4hep login",
     "not_yet_valid": "token not yet valid",
     "wrong_aud": "token audience is not this service",
-    "wrong_iss": "token issuer is not trusted",
+    "wrong_iss": "token issuer is not trusted; get one with: mlaas4hep login",
     "alg_none": "token algorithm not allowed",
     "hs256_with_rsa_public_key": "token algorithm not allowed",
     "tampered_payload": "token signature is invalid",
-    "unknown_kid": "token signed with an unknown key (kid)",
-    "untrusted_issuer": "token issuer is not trusted",
+    "unknown_kid": "token signed with an unknown key (kid); get a new one with: mlaas4hep login",
+    "untrusted_issuer": "token issuer is not trusted; get one with: mlaas4hep login",
     "oversized": "token too large",
-    "forwarded_from_untrusted_peer": "missing bearer token",
+    "forwarded_from_untrusted_peer": "missing bearer token; get one with: mlaas4hep login",
 }
 
 

@@ -19,6 +19,7 @@ authenticated route:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 import time
@@ -78,6 +79,7 @@ class World:
     job: str = ""  # alice's succeeded job
     artifact: str = ""  # one of its artifacts
     dataset: str = ""  # alice's dataset
+    partial: str = ""  # the sha256 of alice's unfinished (resumable) upload
     fresh: Iterator[str] = field(default_factory=lambda: iter(ALICE_MODELS[1:]))
     datasets: Iterator[int] = field(default_factory=lambda: iter(range(1000)))
 
@@ -129,6 +131,24 @@ class World:
             assert r.status_code == 201, r.text
             return str(r.json()["id"])
 
+    def new_partial(self) -> str:
+        """Alice's unfinished upload: the first half of a new file; its sha256."""
+        data = self.new_root_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        with self.alice() as c:
+            r = c.put(
+                f"/api/v1/datasets/uploads/{sha}",
+                params={"name": f"part-{sha[:8]}.root", "size": len(data), "offset": 0},
+                content=data[: len(data) // 2],
+            )
+            assert r.status_code == 200, r.text
+        return sha
+
+    def new_root_bytes(self) -> bytes:
+        """A ROOT file nobody uploaded yet (a new seed each time)."""
+        seed = 100 + next(self.datasets)
+        return write_sample(self.tmp / f"r{seed}.root", "signal", 20, seed=seed).read_bytes()
+
     def new_model(self, name: str | None = None) -> str:
         name = name or next(self.fresh)
         src = write_sample_model(self.tmp / "models" / name, (FEATURES, 8, 1), seed=3)
@@ -148,7 +168,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     server = JobServer(tmp / "data").start()
     try:
         w = World(server, LocalIssuer(server.data_dir), tmp)
-        w.job, w.dataset = w.new_job(), w.new_dataset()
+        w.job, w.dataset, w.partial = w.new_job(), w.new_dataset(), w.new_partial()
         w.new_model(MODEL)
         with w.alice() as c:
             items = c.get(f"/api/v1/jobs/{w.job}/artifacts").json()["items"]
@@ -195,6 +215,14 @@ def _upload_files(w: World, p: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _whole_upload(w: World, c: httpx.Client, p: dict[str, str]) -> httpx.Response:
+    """A complete content-addressed upload of a new file (owner: 201)."""
+    data = w.new_root_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    params = {"name": f"whole-{sha[:8]}.root", "size": str(len(data)), "offset": "0"}
+    return c.put(f"/api/v1/datasets/uploads/{sha}", params=params, content=data)
+
+
 def _root_bytes(w: World, p: dict[str, str]) -> bytes:
     return write_sample(w.tmp / "upload.root", "signal", 20, seed=2).read_bytes()
 
@@ -212,7 +240,7 @@ class Case:
 
     send: Send
     needs: tuple[str, ...]
-    resource: str | None = None  # job | dataset | model | listing
+    resource: str | None = None  # job | dataset | upload | model | listing
     fresh: str = ""  # "" | yes | running | unused
     owner: tuple[int, ...] = (200,)
     listing_key: str = ""  # what alice's resource is called in a listing body
@@ -253,6 +281,19 @@ def _cases() -> dict[tuple[str, str], Case]:
             {"needs": CREATE, "owner": (201,)},
         ),
         ("GET", f"{api}/datasets"): (call("GET"), {"needs": READ, "resource": "listing"}),
+        # resumable uploads: each caller's partial files are their own (bob: 404)
+        ("GET", f"{api}/datasets/uploads/{{sha256}}"): (
+            call("GET"),
+            {"needs": READ, "resource": "upload"},
+        ),
+        ("PUT", f"{api}/datasets/uploads/{{sha256}}"): (
+            lambda template: _whole_upload,
+            {"needs": CREATE, "owner": (201,)},
+        ),
+        ("DELETE", f"{api}/datasets/uploads/{{sha256}}"): (
+            call("DELETE"),
+            {"needs": ("compute.modify",), "resource": "upload", "fresh": "yes", "owner": (204,)},
+        ),
         ("GET", d): (call("GET"), {"needs": READ, "resource": "dataset"}),
         ("DELETE", d): (
             call("DELETE"),
@@ -288,6 +329,11 @@ def _cases() -> dict[tuple[str, str], Case]:
         ("GET", f"{v2v}/ready"): (call("GET"), {"needs": M_READ, "resource": "model"}),
         ("GET", f"{v2m}/bundle"): (call("GET"), {"needs": M_READ, "resource": "model"}),
         ("GET", f"{v2v}/bundle"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("GET", f"{v2m}/config"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("GET", f"{v2v}/config"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("GET", f"{v2m}/stats"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("GET", f"{v2v}/stats"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("GET", "/v2/models/stats"): (call("GET"), {"needs": (), "resource": "listing"}),
         ("POST", "/v2/repository/index"): (
             call("POST", json={}),
             {"needs": (), "resource": "listing"},
@@ -363,7 +409,9 @@ CASES = _cases()
 PUBLIC = {
     ("GET", "/openapi.json"): "the API description; no user data",
     ("GET", "/docs"): "Swagger UI page (static)",
-    ("GET", "/docs/oauth2-redirect"): "Swagger UI OAuth2 helper page (static)",
+    ("GET", "/docs/assets/{digest}/{name}"): (
+        "Swagger UI and ReDoc files (static, from the fastapi-offline package)"
+    ),
     ("GET", "/redoc"): "ReDoc page (static)",
     ("GET", "/healthz"): "liveness probe (load balancers, Kubernetes)",
     ("GET", "/readyz"): "readiness probe",
@@ -376,7 +424,12 @@ PUBLIC = {
     ("GET", "/"): "redirect to the UI",
     ("GET", "/ui/"): "redirect to the job list (which authenticates)",
     ("GET", "/ui/login"): "the login page",
-    ("POST", "/ui/login/local"): "local sign-in: only a peer socket of the service's own uid",
+    ("POST", "/ui/login/local"): (
+        "local sign-in for a chosen name: only a direct loopback socket of the service's own uid"
+    ),
+    ("POST", "/ui/login/token"): (
+        "token sign-in: a pasted access token, validated like a bearer token"
+    ),
     ("GET", "/ui/login/oidc"): "starts the OIDC authorization code flow",
     ("GET", "/ui/login/callback"): "OIDC redirect target (state + PKCE checked)",
     ("POST", "/ui/logout"): "clears the session cookie",
@@ -485,7 +538,8 @@ def _params(w: World, case: Case, *, fresh: str = "") -> dict[str, str]:
         name = next(w.fresh) if fresh == "unused" else w.new_model()
     if case.resource == "job":
         name = w.artifact  # {name} of the artifact routes
-    return {"job_id": job, "dataset_id": dataset, "name": name, "version": "1"}
+    partial = w.new_partial() if fresh and case.resource == "upload" else w.partial
+    return {"job_id": job, "dataset_id": dataset, "name": name, "version": "1", "sha256": partial}
 
 
 def _id(key: tuple[str, str]) -> str:

@@ -23,10 +23,11 @@ BEGIN, END = "<!-- authz-matrix:begin -->", "<!-- authz-matrix:end -->"
 _OTHER = {
     "job": "404 (as if absent)",
     "dataset": "404 (as if absent)",
+    "upload": "404 (partial uploads are per caller)",
     "model": "403 (names are one namespace)",
     "listing": "200, only what they may see",
 }
-_ADMIN = {"job": "yes", "dataset": "yes", "model": "yes", "listing": "sees all"}
+_ADMIN = {"job": "yes", "dataset": "yes", "upload": "no", "model": "yes", "listing": "sees all"}
 
 
 def _scopes(needs: tuple[str, ...]) -> str:

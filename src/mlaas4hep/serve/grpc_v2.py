@@ -318,7 +318,9 @@ class GrpcServer:
         options = [
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 64 << 20)),
-            ("grpc.so_reuseport", 0),  # a second server on the port is an error, not a split
+            # Worker processes share the port (the kernel spreads connections); a lone
+            # server keeps it exclusive: a second one on the port is an error, not a split.
+            ("grpc.so_reuseport", int(settings.workers > 1)),
         ]
         self._server = grpc.aio.server(options=options)
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -42,8 +42,9 @@ class BatchPolicy:
             raise SpecError(msg)
 
 
-def _default_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+def _default_threads(workers: int) -> int:
+    # The cores are shared by the worker processes: each gets its share, at most 4.
+    return max(1, min(4, (os.cpu_count() or 1) // workers))
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class InferenceSettings:
     ``repository`` is the model repository root. ``poll_interval_s`` is how often it is
     re-scanned for new or removed versions (0 disables polling; uploads and the V2
     repository extension still load models). ``intra_op_threads`` is ONNX Runtime's
-    per-session thread count (0: min(4, cores)). Batches estimated to run within
+    per-session thread count (0: min(4, cores / workers), at least 1). ``workers`` is the
+    number of processes ``serve --only inference`` runs (``serve/workers.py``): they share
+    the HTTP and gRPC ports and the repository, each with its own sessions. Batches estimated to run within
     ``inline_budget_us`` run on the event loop (a thread hand-off would cost more; 0 always
     uses the thread pool). A successful authentication is reused for ``auth_cache_s``
     seconds for the same Authorization header (0: validate every request).
@@ -86,8 +89,12 @@ class InferenceSettings:
     grpc_host: str = "127.0.0.1"
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.workers, int) or not 1 <= self.workers <= 256:
+            msg = f"inference.workers must be an integer in [1, 256], got {self.workers!r}"
+            raise SpecError(msg)
         if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
             msg = (
                 f"inference.grpc_port must be a TCP port (0-65535) or null, got {self.grpc_port!r}"
@@ -126,4 +133,6 @@ class InferenceSettings:
     @property
     def threads(self) -> int:
         """The effective ONNX Runtime intra-op thread count."""
-        return self.intra_op_threads if self.intra_op_threads > 0 else _default_threads()
+        if self.intra_op_threads > 0:
+            return self.intra_op_threads
+        return _default_threads(self.workers)

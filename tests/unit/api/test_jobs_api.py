@@ -160,11 +160,16 @@ def test_reading_input_data_needs_a_storage_scope(
     assert repr(needed) in r.json()["detail"]
 
 
-def test_granted_paths_and_relative_names_are_accepted(idle: TestClient) -> None:
-    files = ["/data/ttH/*.root", "local.root", "dataset:none-needed.root"]
-    spec = {"name": "x", "data": {"datasets": [{"name": "a", "files": files[:2]}]}}
+def test_granted_paths_are_accepted_and_paths_on_the_callers_machine_refused(
+    idle: TestClient,
+) -> None:
+    spec = {"name": "x", "data": {"datasets": [{"name": "a", "files": ["/data/ttH/*.root"]}]}}
     assert idle.post(JOBS, json=spec, headers=auth("alice")).status_code == 201
     assert idle.post(JOBS, json=spec, headers=auth("bob")).status_code == 403
+    local = {"name": "x", "data": {"datasets": [{"name": "a", "files": ["local.root"]}]}}
+    r = idle.post(JOBS, json=local, headers=auth("alice"))
+    assert r.status_code == 422
+    assert "mlaas4hep datasets upload" in r.json()["detail"]
 
 
 def test_idempotency_key(idle: TestClient) -> None:

@@ -146,7 +146,7 @@ def test_remote_inputs_keep_the_network_local_ones_do_not(settings: Settings) ->
         doc = {"name": "n", "data": {"datasets": [{"name": "a", "files": list(files)}], **data}}
         return bool(submit_as(service, "alice", doc)[0].needs_network)
 
-    assert not network("/data/a.root", "relative/b.root", "/data/*.root")
+    assert not network("/data/a.root", "/data/sub/b.root", "/data/*.root")
     for url in ("root://eos.cern.ch//store/a.root", "https://host/a.root", "xroot://h//a.root",
                 "ROOT://h//a.root", "HTTPS://h/a.root", " root://h//a.root"):  # fmt: skip
         assert network(url), url
