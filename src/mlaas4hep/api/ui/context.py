@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
     from mlaas4hep.serve.deploy import Deployer
 
 _MAX_EXAMPLE_BYTES = 64 * 1024
+#: A local sample file of the examples (``data/signal.root``): in the service a job sees
+#: only uploaded datasets, so the template names the upload (``dataset:signal.root``).
+_LOCAL_SAMPLE = re.compile(r"(?<![\w:/.-])data/([\w.-]+\.root)\b")
+_SERVICE_NOTE = (
+    "# In the service a job reads your uploaded datasets (the Datasets page, or\n"
+    "# `mlaas4hep datasets upload FILE`): dataset:NAME below names one.\n"
+)
 
 
 class Inference(Protocol):
@@ -45,7 +53,18 @@ class UiContext:
         if self.examples_dir is None or not self.examples_dir.is_dir():
             return {}
         return {
-            p.name: p.read_text(encoding="utf-8")
+            p.name: for_the_service(p.read_text(encoding="utf-8"))
             for p in sorted(self.examples_dir.glob("*.yaml"))
             if p.is_file() and p.stat().st_size <= _MAX_EXAMPLE_BYTES
         }
+
+
+def for_the_service(text: str) -> str:
+    """An example spec as a template for the service: its local sample files become the
+    datasets of the same names (comments and layout kept)."""
+    lines = [
+        line if line.lstrip().startswith("#") else _LOCAL_SAMPLE.sub(r"dataset:\1", line)
+        for line in text.splitlines(keepends=True)
+    ]
+    replaced = "".join(lines)
+    return _SERVICE_NOTE + replaced if replaced != text else text
