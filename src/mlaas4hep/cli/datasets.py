@@ -6,33 +6,22 @@ where an interrupted upload stopped (run the same command again). A progress bar
 on stderr when it is a terminal. ``rm`` takes a name or an id. ``--json`` prints the
 service's documents for scripts.
 
-:func:`localize` is what ``mlaas4hep submit`` does with a spec's local files: it reads
-each entry as ``mlaas4hep run`` does (a relative path or glob relative to the working
-directory, and when nothing is there to the spec file's directory; an ``@list`` file's
-relative lines relative to the list), uploads each file once and puts ``dataset:NAME`` in
-its place; ``root://``, ``http(s)://`` and ``dataset:`` entries stay as written.
+What ``mlaas4hep submit`` does with a spec's local files is :mod:`mlaas4hep.client.localize`.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlaas4hep.cli.client import add_client_arguments, client_from_args
 from mlaas4hep.client.uploads import Progress, Uploaded
-from mlaas4hep.data.inputs import classify, list_entries
-from mlaas4hep.errors import MissingFileError, SpecError
-
-if TYPE_CHECKING:
-    from mlaas4hep.spec import PipelineSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,105 +127,3 @@ def _epoch(value: Any) -> float:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} B"
-
-
-# ---- a spec's local files ------------------------------------------------------------
-
-
-def expand(entry: str, cwd: Path, spec_dir: Path, *, allow_lists: bool = True) -> list[Path | str]:
-    """What *entry* names: local files (``Path``), and entries left as written (``str``:
-    a URL, ``dataset:``, or a ``/store/`` name that is not a local file).
-
-    Raises:
-        MissingFileError: a local path, glob or list that names no file.
-    """
-    loc = classify(entry, allow_lists=allow_lists)
-    if loc.kind in ("remote", "dataset"):
-        return [entry.strip()]
-    if loc.kind == "list":
-        listed = _locate(loc.text, cwd, spec_dir)
-        if listed is None:
-            msg = f"the file list {entry!r} does not exist (looked in {str(cwd)!r})"
-            raise MissingFileError(msg)
-        return _list_files(listed)
-    if loc.kind == "glob":
-        return list(_glob(loc.text, cwd, spec_dir, entry))
-    found = _locate(loc.text, cwd, spec_dir)
-    if found is None:
-        if loc.text.startswith("/store/"):
-            return [entry.strip()]  # a logical file name, read through the redirector
-        msg = f"input file {entry!r} does not exist (looked in {str(cwd)!r} and {str(spec_dir)!r})"
-        raise MissingFileError(msg)
-    return [found]
-
-
-def localize(
-    spec: PipelineSpec,
-    put: Callable[[Path], str],
-    *,
-    cwd: Path,
-    spec_dir: Path,
-    keep: Sequence[str] = (),
-) -> PipelineSpec:
-    """*spec* with every local file replaced by ``put(path)`` (a ``dataset:NAME``).
-
-    *keep*: names of files sent with the job (``--file``): an entry naming one that is not
-    a local file is left for the service to read from the job's own files.
-    """
-    uris: dict[Path, str] = {}
-    datasets = []
-    for ds in spec.data.datasets:
-        files: list[str] = []
-        for item in (i for e in ds.files for i in _expand_or_keep(e, cwd, spec_dir, keep)):
-            if isinstance(item, str):
-                files.append(item)
-                continue
-            if item not in uris:
-                uris[item] = put(item)
-            files.append(uris[item])
-        datasets.append(ds.model_copy(update={"files": list(dict.fromkeys(files))}))
-    data = spec.data.model_copy(update={"datasets": datasets})
-    return spec.model_copy(update={"data": data})
-
-
-def _expand_or_keep(entry: str, cwd: Path, spec_dir: Path, keep: Sequence[str]) -> list[Path | str]:
-    try:
-        return expand(entry, cwd, spec_dir)
-    except MissingFileError:
-        if entry.strip().removeprefix("@").strip() in keep:
-            return [entry]
-        raise
-
-
-def _locate(text: str, cwd: Path, spec_dir: Path) -> Path | None:
-    path = Path(text).expanduser()
-    for candidate in (path,) if path.is_absolute() else (cwd / path, spec_dir / path):
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
-
-
-def _glob(pattern: str, cwd: Path, spec_dir: Path, entry: str) -> list[Path]:
-    pattern = os.path.expanduser(pattern)
-    bases = ("",) if os.path.isabs(pattern) else (str(cwd), str(spec_dir))
-    for base in bases:
-        full = os.path.join(base, pattern) if base else pattern
-        files = sorted(Path(p).resolve() for p in glob.glob(full, recursive=True))
-        files = [p for p in files if p.is_file()]
-        if files:
-            return files
-    msg = f"glob {entry!r} matches no file (looked in {str(cwd)!r} and {str(spec_dir)!r})"
-    raise MissingFileError(msg)
-
-
-def _list_files(listed: Path) -> list[Path | str]:
-    try:
-        lines = list_entries(listed.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = f"the file list {str(listed)!r} cannot be read as text; write one path per line"
-        raise SpecError(msg) from exc
-    out: list[Path | str] = []
-    for line in lines:
-        # relative lines are relative to the list, as `mlaas4hep run` reads them
-        out.extend(expand(line, listed.parent, listed.parent, allow_lists=False))
-    return out

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mlaas4hep.cli.client import add_client_arguments, client_from_args
+from mlaas4hep.cli.datasets import describe, upload_progress
 from mlaas4hep.client import Client
-from mlaas4hep.errors import SpecError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,15 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        spec = args.spec.read_bytes()
-    except OSError as exc:
-        msg = f"cannot read the spec {str(args.spec)!r}: {exc.strerror}"
-        raise SpecError(msg) from exc
     key = args.idempotency_key or uuid.uuid4().hex
     with client_from_args(args) as client:
-        spec = _with_uploads(client, args.spec, spec, [f.name for f in args.files])
-        job = client.submit(spec, args.files, key)
+        done: list[str] = []
+        with upload_progress() as progress:  # local inputs are uploaded first
+            job = client.submit(
+                args.spec,
+                args.files,
+                key,
+                progress=progress,
+                uploaded=lambda item: done.append(describe(item)),
+            )
+        for line in done:
+            print(line, file=sys.stderr)
         print(f"submitted job {job['id']} ({job['name']})")
         if not args.wait:
             return 0
@@ -62,36 +66,6 @@ def run(args: argparse.Namespace) -> int:
         f"job {final['id']} {final['state']}" + (f": {final['reason']}" if final["reason"] else "")
     )
     return 0 if final["state"] == "succeeded" else 1
-
-
-def _with_uploads(client: Client, path: Path, spec: bytes, sent: list[str]) -> bytes:
-    """*spec* with its local input files uploaded as datasets and named ``dataset:NAME``
-    (unchanged when it names none, and for an apply request)."""
-    import json
-
-    from mlaas4hep.apply_request import is_apply_request
-    from mlaas4hep.cli.datasets import describe, localize, upload_progress
-    from mlaas4hep.documents import load_yaml
-    from mlaas4hep.spec import MAX_SPEC_BYTES, validate_spec
-
-    raw = load_yaml(spec, what=repr(str(path)), limit=MAX_SPEC_BYTES)
-    if not isinstance(raw, dict) or is_apply_request(raw):
-        return spec  # the service says what is wrong with it
-    typed = validate_spec(raw, origin=repr(str(path)))
-    done: list[str] = []
-
-    def put(local: Path) -> str:
-        item = client.upload_dataset(local, progress=progress)
-        done.append(describe(item))
-        return item.uri
-
-    with upload_progress() as progress:
-        local = localize(typed, put, cwd=Path.cwd(), spec_dir=path.resolve().parent, keep=sent)
-    for line in done:
-        print(line, file=sys.stderr)
-    if local == typed:
-        return spec
-    return json.dumps(local.model_dump(mode="json")).encode()
 
 
 def wait(client: Client, job_id: str, poll: float) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from mlaas4hep.client import inference, models, uploads
+from mlaas4hep.client import inference, localize, models, uploads
 from mlaas4hep.client.http import Transport, resolve
 from mlaas4hep.errors import NotFound, SpecError
 
@@ -61,13 +61,25 @@ class Client(Transport):
         spec: str | Path | bytes,
         files: Sequence[Path] = (),
         idempotency_key: str | None = None,
+        *,
+        progress: uploads.Progress | None = None,
+        uploaded: Callable[[uploads.Uploaded], None] | None = None,
     ) -> dict[str, Any]:
         """Queue a pipeline spec or apply request (a path, or the document's bytes).
 
-        *files* are small files the job needs (a model module, a file list). Returns the
-        queued job.
+        A spec given by path has its local input files uploaded first as your datasets
+        and named ``dataset:NAME`` (:mod:`mlaas4hep.client.localize`; a job sees only
+        those). *files* are small files the job needs (a model module, a file list).
+        Returns the queued job.
         """
-        body = spec if isinstance(spec, bytes) else _read(Path(spec))
+        if isinstance(spec, bytes):
+            body = spec
+        else:
+            path = Path(spec)
+            body = localize.with_uploads(
+                self, path, _read(path), [f.name for f in files],
+                progress=progress, uploaded=uploaded,
+            )  # fmt: skip
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         if files:
             parts = [("spec", ("pipeline.yaml", body, "application/yaml"))]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlaas4hep.cli.datasets import expand, localize
+from mlaas4hep.client.localize import expand, localize
 from mlaas4hep.client.uploads import free_name
 from mlaas4hep.errors import MissingFileError
 from mlaas4hep.spec import PipelineSpec, validate_spec
