@@ -198,8 +198,19 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         raise SpecError(msg) from exc
 
 
-# Read by the CLI client, not by the service.
-_CLIENT_ONLY_ENV = frozenset({"MLAAS4HEP_URL", "MLAAS4HEP_TOKEN", "MLAAS4HEP_CLIENT_CONFIG"})
+# Read by the CLI client (and the job markers by a job), not by the service's settings.
+_CLIENT_ONLY_ENV = frozenset(
+    {
+        "MLAAS4HEP_URL",
+        "MLAAS4HEP_TOKEN",
+        "MLAAS4HEP_TOKEN_FILE",
+        "MLAAS4HEP_CLIENT_CONFIG",
+        "MLAAS4HEP_CACHE_DIR",
+        "MLAAS4HEP_UI_SCREENSHOTS",
+        "MLAAS4HEP_JOB_ID",
+        "MLAAS4HEP_JOB_ATTEMPT",
+    }
+)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -26,6 +26,8 @@ def test_file_then_environment_nested_and_lists(tmp_path: Path) -> None:
         "MLAAS4HEP_EXECUTOR__JOB_COMMAND": '["/bin/true", "x"]',
         "MLAAS4HEP_LIMITS__CPU_S": "null",
         "MLAAS4HEP_URL": "http://client-only",  # read by the CLI, ignored here
+        "MLAAS4HEP_TOKEN_FILE": "/tmp/token",  # the CLI's token store
+        "MLAAS4HEP_CACHE_DIR": "/tmp/cache",  # the client's model cache
         "OTHER": "x",
     }
     s = load_settings(cfg, env)
