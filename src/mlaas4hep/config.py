@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlaas4hep.documents import yaml_error_message
 from mlaas4hep.errors import SpecError
 
 ENV_PREFIX = "MLAAS4HEP_"
@@ -215,12 +216,16 @@ _CLIENT_ONLY_ENV = frozenset(
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))  # safe: operator config
-    except OSError as exc:
-        msg = f"cannot read the settings file {str(path)!r}: {exc.strerror}"
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        msg = f"cannot read the settings file {str(path)!r}: {reason}"
         raise SpecError(msg) from exc
+    try:
+        loaded = yaml.safe_load(text)  # safe: operator config
     except yaml.YAMLError as exc:
-        msg = f"the settings file {str(path)!r} is not valid YAML: {exc}"
+        # line, column and an indentation hint, like the user documents' loader
+        msg = f"the settings file {yaml_error_message(exc, text, repr(str(path)))}"
         raise SpecError(msg) from exc
     if loaded is None:
         return {}

@@ -66,7 +66,7 @@ def load_yaml(data: bytes | str, *, what: str, limit: int, max_depth: int = MAX_
     except DocumentError:
         raise
     except yaml.YAMLError as exc:
-        raise DocumentError(_yaml_error(exc, text, what)) from exc
+        raise DocumentError(yaml_error_message(exc, text, what)) from exc
     except (ValueError, OverflowError, RecursionError) as exc:
         # e.g. an integer of more than 4300 digits (int_max_str_digits), a date out of range
         msg = f"{what} has a value that cannot be read: {str(exc)[:200]}"
@@ -136,7 +136,7 @@ def _where(mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
-def _yaml_error(exc: yaml.YAMLError, text: str, what: str) -> str:
+def yaml_error_message(exc: yaml.YAMLError, text: str, what: str) -> str:
     """PyYAML's error in the user's terms: the document's name (never ``<unicode string>``),
     line and column, the offending line with a caret, and a hint for the usual mistakes."""
     head = f"{what} is not valid YAML/JSON"
