@@ -126,6 +126,10 @@ class InvalidInput(Mlaas4hepError, ValueError):
     """An inference request is malformed: bad JSON, unknown tensor, wrong shape or dtype."""
 
 
+class UnsupportedEncoding(InvalidInput):
+    """A request body's ``Content-Encoding`` is not one the service decodes (415)."""
+
+
 class Unavailable(Mlaas4hepError):
     """Temporarily unable to answer; the client should retry after ``retry_after`` s."""
 

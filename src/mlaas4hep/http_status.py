@@ -23,6 +23,7 @@ from mlaas4hep.errors import (
     SpecError,
     Unavailable,
     UnsafeArchiveError,
+    UnsupportedEncoding,
 )
 
 #: Most specific first: the first ``isinstance`` match decides (status, problem slug).
@@ -33,6 +34,7 @@ STATUS_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (Conflict, 409, "conflict"),
     (PayloadTooLarge, 413, "payload-too-large"),
     (Unavailable, 503, "unavailable"),
+    (UnsupportedEncoding, 415, "unsupported-encoding"),
     (InvalidInput, 400, "invalid-input"),
     (SpecError, 422, "invalid-spec"),
     (ExpressionError, 422, "invalid-expression"),

@@ -6,16 +6,12 @@ Mlaas4hepError
 └── Unavailable
     └── Overloaded              a model's queue is full; retry later (503 + Retry-After)
 
-``UnsupportedEncoding`` is answered 415 by the inference routes (``serve/http.py``); any
-other table that knows only ``InvalidInput`` still answers it with a 400.
+``UnsupportedEncoding`` is answered 415 through the one status table
+(:mod:`mlaas4hep.http_status`), by the inference routes and the job API alike.
 """
 
 from __future__ import annotations
 
-from mlaas4hep.errors import InvalidInput, Overloaded
+from mlaas4hep.errors import InvalidInput, Overloaded, UnsupportedEncoding
 
 __all__ = ["InvalidInput", "Overloaded", "UnsupportedEncoding"]
-
-
-class UnsupportedEncoding(InvalidInput):
-    """The request body's ``Content-Encoding`` is not one the service decodes (415)."""
