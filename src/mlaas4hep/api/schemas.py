@@ -15,6 +15,7 @@ from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord
 
 API_PREFIX = "/api/v1"
+_PROGRESS_KEYS = ("phase", "epoch", "epochs", "events", "total", "message")
 
 
 def iso(ts: float | None) -> datetime | None:
@@ -38,12 +39,19 @@ class Problem(BaseModel):
 class Progress(BaseModel):
     """What the running job last reported."""
 
-    phase: str | None = None
-    epoch: int | None = None
+    phase: str | None = Field(
+        default=None, description="prepare (first pass), train, validate, export, evaluate, done"
+    )
+    epoch: int | None = Field(default=None, description="the epoch in progress, from 1")
     epochs: int | None = None
-    events: int | None = Field(default=None, description="events processed so far")
-    total: int | None = Field(default=None, description="events to process")
-    eta_seconds: float | None = Field(default=None, description="estimate at the rate so far")
+    events: int | None = Field(
+        default=None, description="events processed so far in this pass (first pass or epoch)"
+    )
+    total: int | None = Field(default=None, description="events of this pass, once known")
+    message: str | None = Field(default=None, description="what the job is doing, in words")
+    eta_seconds: float | None = Field(
+        default=None, description="seconds left in the whole job, at the rate so far"
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
@@ -88,7 +96,7 @@ class Job(BaseModel):
         if job.progress is not None:
             p = job.progress
             progress = Progress(
-                **{k: p[k] for k in ("phase", "epoch", "epochs", "events", "total") if k in p},
+                **{k: p[k] for k in _PROGRESS_KEYS if k in p},
                 metrics=p.get("metrics", {}),
                 eta_seconds=(
                     prog.eta_seconds(p, job.started_at, time.time())

@@ -1,9 +1,10 @@
 """Following a job on the service: the display of ``submit --wait`` and ``wait``.
 
 A job document carries ``state``, ``reason``, ``deployed`` and ``progress`` (``phase``,
-``epoch``/``epochs``, ``events``/``total``, ``metrics``, ``eta_seconds``). :class:`Rate`
-measures events per second between polls, :func:`render` draws a job in two short lines
-(what it does, then a bar and the latest metrics; the first line fits 80 columns),
+``epoch``/``epochs``, ``events``/``total`` of the current pass, ``message``, ``metrics``,
+``eta_seconds``). :class:`Rate` measures events per second between polls, :func:`render`
+draws a job in two short lines (what it does, then a bar and the latest metrics, or the
+job's message while there are none, as in the first pass; both fit 80 columns),
 :func:`follow` polls with a live display on a terminal and one plain line per change
 elsewhere, and :func:`summary` says how it ended: test metrics, plots, deployed model.
 """
@@ -129,6 +130,12 @@ def count(n: int) -> str:
     return f"{n:,}" if n < 1_000_000 else _si(n)
 
 
+def detail(progress: dict[str, Any] | None) -> str:
+    """What the second line shows: the latest metrics, else the job's message."""
+    p = progress or {}
+    return metrics_text(p.get("metrics")) or str(p.get("message") or "")
+
+
 def metrics_text(metrics: dict[str, Any] | None, limit: int = _SHOWN_METRICS) -> str:
     """``val_auc 0.9121  val_loss 0.3123``: at most *limit* numeric metrics, the usual
     figures of merit (AUC, loss, accuracy, RMSE) first."""
@@ -163,8 +170,7 @@ def render(job: Job, rate: float | None = None) -> RenderableType:
         ProgressBar(total=None if done is None else 100.0, completed=100 * (done or 0),
                     width=_BAR_WIDTH),
         Text(f"{100 * done:3.0f}%" if done is not None else "    "),
-        Text(metrics_text((job.get("progress") or {}).get("metrics")), no_wrap=True,
-             overflow="ellipsis"),
+        Text(detail(job.get("progress")), no_wrap=True, overflow="ellipsis"),
     )  # fmt: skip
     return Group(line, grid)
 
@@ -213,7 +219,7 @@ class _Lines:
         if key == self.last:
             return
         self.last = key
-        metrics = metrics_text(p.get("metrics")) if job.get("state") == "running" else ""
+        metrics = detail(p) if job.get("state") == "running" else ""
         self.console.print(status_line(job, value) + (f"  {metrics}" if metrics else ""),
                            highlight=False, markup=False, soft_wrap=True)  # fmt: skip
 

@@ -107,7 +107,8 @@ def _distributor(address: str | None) -> Iterator[Distributor | None]:
 
 
 class JsonLines:
-    """Progress as JSON lines; train events are throttled to about one per second."""
+    """Progress as JSON lines; chunk updates (training, first pass) are throttled to about
+    one per second, keeping the last one of each pass."""
 
     def __init__(self, stream: TextIO, interval_s: float = 1.0) -> None:
         self.stream, self.interval_s = stream, interval_s
@@ -115,9 +116,8 @@ class JsonLines:
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
-        last_of_epoch = p.total is not None and p.events >= p.total
         recent = self._last is not None and now - self._last < self.interval_s
-        if p.phase == "train" and recent and not last_of_epoch:
+        if p.ticking and recent and not p.ends_pass:
             return
         self._last = now
         self.stream.write(json.dumps(p.to_dict()) + "\n")
@@ -134,10 +134,14 @@ class ProgressBar:
         self.stream = stream
         self.tty = stream.isatty()
         self._open = False
+        self._pass: tuple[str, int | None] | None = None  # the pass the open bar draws
 
     def __call__(self, p: Progress) -> None:
-        if p.phase == "train":
+        if p.ticking:
             if self.tty:
+                if self._pass != (p.phase, p.epoch):  # the first pass's bar stays on screen
+                    self._end_line()
+                    self._pass = (p.phase, p.epoch)
                 self.stream.write("\r" + bar_line(p))
                 self._open = True
             return
@@ -156,16 +160,21 @@ class ProgressBar:
 
 
 def bar_line(p: Progress) -> str:
-    """``epoch 2/10 [#####.....] 12,000/30,000 events  8.1k ev/s  ETA 0:00:02``."""
+    """``epoch 2/10 [#####.....] 12,000/30,000 events  8.1k ev/s  ETA 0:00:02``; the first
+    pass reads ``first pass [...]``."""
     frac = min(1.0, p.events / p.total) if p.total else 0.0
     filled = int(frac * _BAR)
     rate = p.events / p.elapsed_s if p.elapsed_s > 0 else 0.0
     eta = p.eta_s()
     total = f"{p.total:,}" if p.total else "?"
     return (
-        f"epoch {p.epoch}/{p.epochs} [{'#' * filled}{'.' * (_BAR - filled)}] "
+        f"{_pass_name(p)} [{'#' * filled}{'.' * (_BAR - filled)}] "
         f"{p.events:,}/{total} events  {rate / 1000:.1f}k ev/s  ETA {_clock(eta)}"
     )
+
+
+def _pass_name(p: Progress) -> str:
+    return f"epoch {p.epoch}/{p.epochs}" if p.phase == "train" else "first pass"
 
 
 def summary_line(p: Progress) -> str:

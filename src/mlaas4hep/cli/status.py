@@ -50,6 +50,8 @@ def rows(job: dict[str, Any]) -> list[tuple[str, str]]:
         epoch = f"  epoch {p['epoch']}/{p['epochs']}" if p.get("epoch") and p.get("epochs") else ""
         out.append(("phase", PHASES.get(p["phase"], p["phase"]) + epoch))
     out.append(("progress", _progress(p, fraction(job))))
+    if job["state"] == "running":  # the end's message is the job's own output path
+        out.append(("doing", str(p.get("message") or "")))
     left = eta(job, None)
     out.append(("ETA", clock(left) if left is not None else ""))
     out.append(("metrics", metrics_text(p.get("metrics"), limit=12)))

@@ -11,13 +11,15 @@ one is decompressed, so the network and the CPU work at the same time.
 
 ``stream`` walks a ``DataSpec`` dataset by dataset and file by file; ``partitions`` cuts the
 same walk into independent ``(file, entry range)`` pieces for distributed executors, and
-``iterate_partition`` reads one of them.
+``iterate_partition`` reads one of them. ``count_entries`` says how many entries a walk will
+yield, from the files' metadata only (for progress reports).
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
+from threading import Event
 from typing import Any
 
 import awkward as ak
@@ -218,20 +220,45 @@ def partitions(
     """
     out: list[Partition] = []
     for ds in _select(data, datasets):
-        remaining = data.max_events
-        for path in _files(data, ds):
-            if remaining == 0:
-                break
-            with open_tree(path, data.tree, remote=data.remote) as obj:
-                n = int(obj.num_entries)
-            n = n if remaining is None else min(n, remaining)
-            remaining = None if remaining is None else remaining - n
+        for path, n in _file_entries(data, ds):
             step = data.step_size if split else max(n, 1)
             out.extend(
                 Partition(ds.name, ds.label, path, data.tree, s, min(s + step, n))
                 for s in range(0, n, step)
             )
     return out
+
+
+def count_entries(
+    data: DataSpec, *, datasets: Sequence[str] | None = None, stop: Event | None = None
+) -> int | None:
+    """The entries ``stream`` will yield for the selected datasets (``max_events`` honoured).
+
+    Reads only each file's metadata (the tree header: no basket is fetched, remote files
+    included), so it costs one open per file. *stop*, once set, ends the count early with
+    None (the caller no longer needs it). Raises the errors of ``resolve_files`` and
+    ``open_tree``.
+    """
+    total = 0
+    for ds in _select(data, datasets):
+        for _, n in _file_entries(data, ds, stop):
+            total += n
+    return None if stop is not None and stop.is_set() else total
+
+
+def _file_entries(
+    data: DataSpec, ds: DatasetSpec, stop: Event | None = None
+) -> Iterator[tuple[str, int]]:
+    """``(file, entries to read)`` of one dataset, in stream order, up to ``max_events``."""
+    remaining = data.max_events
+    for path in _files(data, ds):
+        if remaining == 0 or (stop is not None and stop.is_set()):
+            return
+        with open_tree(path, data.tree, remote=data.remote) as obj:
+            n = int(obj.num_entries)
+        n = n if remaining is None else min(n, remaining)
+        remaining = None if remaining is None else remaining - n
+        yield path, n
 
 
 def _files(data: DataSpec, ds: DatasetSpec) -> list[str]:

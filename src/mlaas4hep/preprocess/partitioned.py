@@ -20,7 +20,7 @@ Where the partitions run is a ``Distributor`` (``mlaas4hep.data.partition``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -93,13 +93,24 @@ def first_pass(
     branches: Sequence[str],
     distributor: Distributor,
     parts: Sequence[Partition],
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[Accumulator, list[str]]:
-    """Merged first-pass sums of *parts* (``plan(spec)``), and the files read (in order)."""
+    """Merged first-pass sums of *parts* (``plan(spec)``), and the files read (in order).
+
+    *progress* is called after each partition with the entries read so far and the
+    entries of all *parts* (known from the plan), as ``Preprocessor.fit`` describes.
+    """
     total = Accumulator(program)
+    entries, planned = 0, sum(p.entry_stop - p.entry_start for p in parts)
     for accs in distributor.map_ordered(partial(fit_partition, spec, list(branches)), parts):
         for acc in accs:
             total.merge(acc)
             program.learn_types(acc.bound_types())
+            entries += sum(e["read"] for e in acc.events.values())
+        if progress is not None:
+            progress(entries, planned)
+    if progress is not None:
+        progress(entries, entries)
     return total, list(dict.fromkeys(p.file for p in parts))
 
 

@@ -6,11 +6,17 @@ counts) and returns a ``FeatureInfo``; ``batches()`` then streams ``FeatureBatch
 (raw features, targets, weights, split codes) chunk by chunk, optionally mixing datasets
 in proportion and shuffling within a buffer. The per-chunk work is ``preprocess.program``;
 this module only drives the stream and accumulates.
+
+The first pass reports its progress to ``fit(progress=...)``: entries read so far and the
+entries in all, which a background thread counts from the files' metadata while the data
+streams (``data.stream.count_entries``), so the first chunk is not delayed by opening every
+file first.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -20,7 +26,7 @@ import numpy as np
 from mlaas4hep.data.prefetch import ordered_map, prefetch
 from mlaas4hep.data.schema import inspect_tree
 from mlaas4hep.data.sources import resolve_files
-from mlaas4hep.data.stream import Partition, stream
+from mlaas4hep.data.stream import Partition, count_entries, stream
 from mlaas4hep.errors import DataQualityError, SpecError
 from mlaas4hep.preprocess import cache, partitioned
 from mlaas4hep.preprocess.firstpass import Accumulator
@@ -32,7 +38,7 @@ from mlaas4hep.preprocess.split import SPLIT_CODES
 from mlaas4hep.spec import DataSpec, PipelineSpec
 
 SplitName = Literal["train", "validation", "test"]
-__all__ = ["ChunkLike", "FeatureBatch", "FeatureInfo", "Preprocessor", "SplitName"]
+__all__ = ["ChunkLike", "FeatureBatch", "FeatureInfo", "Preprocessor", "ReadProgress", "SplitName"]
 
 
 class ChunkLike(Protocol):
@@ -48,6 +54,9 @@ class ChunkLike(Protocol):
 
 StreamFn = Callable[[DataSpec, Sequence[str], Sequence[str] | None], Iterable[ChunkLike]]
 NamesFn = Callable[[DataSpec], Collection[str]]
+CountFn = Callable[[DataSpec, threading.Event], int | None]
+#: Called by the first pass with (entries read so far, entries in all or None until known).
+ReadProgress = Callable[[int, int | None], None]
 
 
 class Preprocessor:
@@ -61,6 +70,8 @@ class Preprocessor:
             the work); default: 2, or 1 on a single-core machine.
         stream_fn, names_fn: the data source (default: ``mlaas4hep.data``); tests inject
             in-memory chunks here.
+        count_fn: counts the entries the stream will yield, for progress reports (default:
+            ``data.stream.count_entries`` with the default stream, none with another).
         distributor: run the chunks as partitions there (a Dask cluster, say) instead of
             in this process; same per-chunk code, same results (``preprocess.partitioned``).
             ``stream_fn`` is then not used.
@@ -78,6 +89,7 @@ class Preprocessor:
         threads: int | None = None,
         stream_fn: StreamFn | None = None,
         names_fn: NamesFn | None = None,
+        count_fn: CountFn | None = None,
         distributor: Distributor | None = None,
     ) -> None:
         self.spec = spec
@@ -88,6 +100,7 @@ class Preprocessor:
         self.threads = threads if threads is not None else min(2, os.cpu_count() or 1)
         self._stream_fn = stream_fn or _data_stream
         self._names_fn = names_fn or _data_branch_names
+        self._count_fn = count_fn if count_fn is not None or stream_fn else _data_count
         self.distributor = distributor
         self._plans: dict[tuple[str, ...] | None, list[Partition]] = {}
         self._branches: list[str] | None = None
@@ -137,11 +150,14 @@ class Preprocessor:
 
     # -- first pass ----------------------------------------------------------------------
 
-    def fit(self, *, strict: bool = True) -> FeatureInfo:
+    def fit(self, *, strict: bool = True, progress: ReadProgress | None = None) -> FeatureInfo:
         """First pass: feature statistics (train split), cut flow, counts; cached.
 
-        Raises ``DataQualityError`` when *strict* and a feature, label or weight has
-        NaN/inf (with ``preprocess.nonfinite: error``) or no training event passes the cuts.
+        *progress* is called after each chunk of the first pass with the entries read so
+        far and the entries in all (None until counted), and once at the end with both equal
+        to the entries read; not at all when the result comes from the cache. Raises
+        ``DataQualityError`` when *strict* and a feature, label or weight has NaN/inf (with
+        ``preprocess.nonfinite: error``) or no training event passes the cuts.
         """
         if self._info is None:
             key = cache.key(self.spec)
@@ -149,21 +165,23 @@ class Preprocessor:
             if cached is not None:
                 self._info = FeatureInfo.from_dict(cached)
             else:
-                self._info, files = self._first_pass()
+                self._info, files = self._first_pass(progress or _ignore)
                 if self.cache_dir:
                     cache.save(self.cache_dir, key, self._info.to_dict(), files)
         if strict:
             self._check(self._info)
         return self._info
 
-    def _first_pass(self) -> tuple[FeatureInfo, list[str]]:
+    def _first_pass(self, progress: ReadProgress) -> tuple[FeatureInfo, list[str]]:
         if self.distributor is not None:
             merged, read = partitioned.first_pass(
-                self.spec, self.program, self.branches, self.distributor, self._plan(None)
-            )
+                self.spec, self.program, self.branches, self.distributor, self._plan(None),
+                progress,
+            )  # fmt: skip
             return merged.info(), read
         acc = Accumulator(self.program)
         files: list[str] = []
+        entries = 0
 
         def seen(chunks: Iterable[ChunkLike]) -> Iterator[ChunkLike]:
             for chunk in chunks:
@@ -172,8 +190,15 @@ class Preprocessor:
                 yield chunk
 
         source = prefetch(seen(self._stream_fn(self.spec.data, self.branches, None)), depth=1)
-        for result in self._run_all(source):
-            acc.add(result.dataset, result)
+        total = _Total(self._count_fn, self.spec.data)
+        try:
+            for result in self._run_all(source):
+                acc.add(result.dataset, result)
+                entries += result.n_in
+                progress(entries, total.value)
+        finally:
+            total.close()
+        progress(entries, entries)
         return acc.info(), files
 
     def _check(self, info: FeatureInfo) -> None:
@@ -253,6 +278,36 @@ class Preprocessor:
 _columns = chunk_columns
 
 
+def _ignore(_read: int, _total: int | None) -> None:
+    """No progress reports."""
+
+
+class _Total:
+    """The entries of a first pass, counted in a background thread while the data streams.
+
+    ``value`` is None until the count is done, and stays None when it fails: it is only a
+    progress hint, and the stream itself reports an unreadable file with the right error.
+    """
+
+    def __init__(self, count_fn: CountFn | None, data: DataSpec) -> None:
+        self.value: int | None = None
+        self._stop = threading.Event()
+        if count_fn is not None:
+            threading.Thread(
+                target=self._count, args=(count_fn, data), name="mlaas4hep-count", daemon=True
+            ).start()
+
+    def _count(self, count_fn: CountFn, data: DataSpec) -> None:
+        try:
+            self.value = count_fn(data, self._stop)
+        except Exception:  # a hint only: the stream raises the real error for a bad file
+            self.value = None
+
+    def close(self) -> None:
+        """Stop counting (the pass is over); a file being opened is finished first."""
+        self._stop.set()
+
+
 # -- the default data source: mlaas4hep.data --------------------------------------------
 
 
@@ -260,6 +315,10 @@ def _data_stream(
     data: DataSpec, branches: Sequence[str], datasets: Sequence[str] | None
 ) -> Iterable[ChunkLike]:
     return stream(data, branches, datasets=datasets)
+
+
+def _data_count(data: DataSpec, stop: threading.Event) -> int | None:
+    return count_entries(data, stop=stop)
 
 
 def _data_branch_names(data: DataSpec) -> Collection[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from mlaas4hep.cli.follow import Rate, fraction, render, status_line, summary
+from mlaas4hep.cli.follow import Rate, _Lines, fraction, render, status_line, summary
 
 
 def _job(state: str = "running", **progress: Any) -> dict[str, Any]:
@@ -42,6 +42,43 @@ def test_first_pass_shows_phase_events_and_rate() -> None:
     assert first.strip() == "running  preprocessing"
 
 
+def test_first_pass_shows_events_of_total_eta_and_the_message_within_80_columns() -> None:
+    job = _job(
+        phase="prepare", events=123_456, total=987_654, eta_seconds=4_523.0,
+        message="computing feature statistics",
+    )  # fmt: skip
+    first, second = _screen(job, rate=98_765.0)
+    assert first.strip() == (
+        "running  preprocessing  123,456/987,654 events  ETA 1:15:23  98.8k ev/s"
+    )
+    assert "12%" in second  # of the first pass
+    assert second.rstrip().endswith("computing feature statistics")
+    big = _job(phase="prepare", events=12_345_678_901, total=98_765_432_109,
+               eta_seconds=360_000.0, message="computing feature statistics " * 4)  # fmt: skip
+    first, second = _screen(big, rate=123_456_789.0)
+    assert "preprocessing  12.3G/98.8G events  ETA 100:00:00  123.5M ev/s" in first
+    assert second.rstrip().endswith("…")  # a long message is cut, never wrapped
+
+
+def test_metrics_win_over_the_message_on_the_second_line() -> None:
+    job = _job(phase="train", epoch=1, epochs=2, events=5, total=10, message="warming up",
+               metrics={"val_auc": 0.8})  # fmt: skip
+    assert "val_auc 0.8" in _screen(job)[1]
+    assert "warming up" not in _screen(job)[1]
+
+
+def test_plain_lines_carry_the_first_pass_message() -> None:
+    out = io.StringIO()
+    lines = _Lines(Console(width=80, file=out), Rate())
+    lines(_job(phase="prepare", events=0, message="computing feature statistics"))
+    lines(_job(phase="prepare", events=10, total=40, message="computing feature statistics"))
+    lines(_job(phase="train", epoch=1, epochs=2, events=10, total=20))
+    assert out.getvalue().splitlines() == [
+        "running  preprocessing  computing feature statistics",
+        "running  training  epoch 1/2  10/20 events",
+    ]
+
+
 def test_training_line_keeps_phase_events_and_eta_within_80_columns() -> None:
     job = _job(
         phase="train", epoch=12, epochs=100, events=123_456_789, total=987_654_321,
@@ -69,6 +106,7 @@ def test_eta_from_the_measured_rate_when_the_service_has_none() -> None:
 def test_fraction_counts_finished_epochs() -> None:
     assert fraction(_job(phase="train", epoch=3, epochs=4, events=50, total=100)) == 0.625
     assert fraction(_job(phase="prepare", events=10)) is None
+    assert fraction(_job(phase="prepare", events=10, total=40)) == 0.25  # the first pass
     assert fraction(_job(phase="apply", events=10, total=40)) == 0.25
 
 
@@ -118,3 +156,17 @@ def test_the_reason_is_shown_as_written_never_as_markup() -> None:
     text = console.export_text()
     assert "[red]not markup[/red]" in text
     assert f"mlaas4hep logs {job['id']}" in text
+
+
+def test_status_rows_show_the_first_pass_and_its_message() -> None:
+    from mlaas4hep.cli.status import rows
+
+    job = _job(phase="prepare", events=2_500, total=10_000, eta_seconds=90.0,
+               message="computing feature statistics")  # fmt: skip
+    job["id"], job["name"] = "j1", "tth"
+    shown = dict(rows(job))
+    assert shown["phase"] == "preprocessing"
+    assert shown["progress"] == "2,500/10,000 events (25%)"
+    assert shown["doing"] == "computing feature statistics"
+    assert shown["ETA"] == "0:01:30"
+    assert "doing" not in dict(rows(_job("succeeded", phase="done", message="/x/model.onnx")))

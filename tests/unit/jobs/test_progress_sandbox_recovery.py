@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,7 +42,10 @@ def test_merge_and_eta() -> None:
     p = prog.merge({"epoch": 1, "metrics": {"loss": 1.0}}, {"epoch": 2, "metrics": {"auc": 0.8}})
     assert p == {"epoch": 2, "metrics": {"loss": 1.0, "auc": 0.8}}
     assert prog.eta_seconds({"events": 25, "total": 100}, 100.0, 110.0) == 30.0
-    assert prog.eta_seconds({"epoch": 1, "epochs": 4, "events": 99, "total": 100}, 0, 10) == 30.0
+    # a quarter of the epochs, after the first pass: (1 - f) / f of the 10 s so far
+    f = prog.PREPARE_WEIGHT + (1 - prog.PREPARE_WEIGHT - prog.FINISH_WEIGHT) / 4
+    p = {"phase": "validate", "epoch": 1, "epochs": 4, "events": 100, "total": 100}
+    assert prog.eta_seconds(p, 0, 10) == pytest.approx(10 * (1 - f) / f)
     assert prog.eta_seconds({"events": 0, "total": 100}, 0, 10) is None
     assert prog.eta_seconds(None, 0, 10) is None
 

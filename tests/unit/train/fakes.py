@@ -7,7 +7,7 @@ badly, and signal/background overlap so that an AUC of about 0.9 is reachable bu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,8 +64,11 @@ class FakeSource:
     def n_chunks(self) -> int:
         return -(-self.events // self.chunk)
 
-    def fit(self) -> FeatureInfo:
+    def fit(self, *, progress: Callable[[int, int | None], None] | None = None) -> FeatureInfo:
         self.calls.append("fit")
+        if progress is not None:  # as the real first pass: entries read, entries in all
+            for i in range(self.n_chunks):
+                progress(min((i + 1) * self.chunk, self.events), self.events)
         X = np.concatenate([self._chunk(i)[0] for i in range(self.n_chunks)])
         X = X[np.isfinite(X).all(axis=1)]
         mean, std = X.mean(axis=0), X.std(axis=0)
