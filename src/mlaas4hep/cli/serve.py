@@ -5,12 +5,17 @@ Without options: SQLite and job files in the data directory, two local job worke
 model repository in ``<data_dir>/models``, the local token issuer, on 127.0.0.1:8000.
 ``--config`` points at a production YAML file (see docs/service.md); ``MLAAS4HEP_*``
 variables override it. ``--only api|executor|inference`` runs one role, as the container
-image does in a scaled-out deployment (docs/deployment.md).
+image does in a scaled-out deployment (docs/deployment.md). With ``--only inference``,
+``--inference-workers N`` runs N inference processes on the same ports under a supervisor
+(``serve/workers.py``; the rule for N and the ONNX Runtime threads: docs/inference.md,
+"Processes and threads"). ``--workers`` stays what it always was: jobs run at once by the
+executor of this process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inference.grpc_port in the settings)",
     )
     parser.add_argument(
+        "--inference-workers",
+        type=int,
+        metavar="N",
+        help="with --only inference: N processes sharing the HTTP and gRPC ports (default 1, "
+        "or inference.workers); see docs/inference.md, 'Processes and threads'",
+    )
+    # Internal: how the supervisor starts a worker: inherited socket FD, worker INDEX.
+    parser.add_argument("--inference-worker-of", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--only",
         choices=["api", "executor", "inference"],
         help="run one role: the job API without executor, the executor alone, or inference",
@@ -52,6 +66,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
     inference = dict(settings.inference)
     if getattr(args, "grpc_port", None) is not None:
         inference["grpc_port"] = args.grpc_port
+    workers = getattr(args, "inference_workers", None)
+    if workers is not None:
+        if args.only != "inference":
+            msg = (
+                "--inference-workers needs --only inference: the job API and the executor "
+                "run once per process (scale them with replicas)"
+            )
+            raise SpecError(msg)
+        inference["workers"] = workers
+    elif args.only != "inference" and inference.get("workers", 1) != 1:
+        # A settings file shared by every role may set it: only the inference role uses it.
+        if args.only != "executor":
+            print(
+                f"mlaas4hep: inference.workers={inference['workers']} applies to "
+                "`serve --only inference`; this process serves inference in one process"
+            )
+        inference["workers"] = 1
     # gRPC listens where HTTP does unless the settings say otherwise
     inference.setdefault("grpc_host", update.get("host", settings.host))
     update["inference"] = inference
@@ -59,9 +90,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "inference_worker_of", None) is not None:
+        fd, index = args.inference_worker_of
+        return _run_inference_worker(index, fd)
     settings = settings_from(args)
     if args.only == "executor":
         return _run_executor(settings)
+    if args.only == "inference" and settings.inference.get("workers", 1) != 1:
+        return _supervise_inference(settings)
     import uvicorn
 
     from mlaas4hep.api.app import create_app
@@ -77,6 +113,80 @@ def run(args: argparse.Namespace) -> int:
     if grpc_port is not None and args.only in (None, "inference"):
         print(f"mlaas4hep: V2 gRPC on {settings.inference['grpc_host']}:{grpc_port}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _supervise_inference(settings: Settings) -> int:
+    """Bind the ports once, then run ``inference.workers`` worker processes on them."""
+    import contextlib
+    import os
+    import signal
+
+    from prometheus_client import multiprocess
+
+    from mlaas4hep.auth.factory import create_authenticator
+    from mlaas4hep.config import MLAAS4HEP_ARGV
+    from mlaas4hep.serve.settings import InferenceSettings
+    from mlaas4hep.serve.workers import (
+        MULTIPROC_ENV,
+        Supervisor,
+        listen_socket,
+        metrics_dir,
+        reserve_reuseport,
+    )
+
+    # What every worker would refuse, refused once here (not by N workers in a loop).
+    inference = InferenceSettings.from_mapping(settings.inference, settings.data_dir)
+    create_authenticator(settings.auth, data_dir=settings.data_dir, listen_host=settings.host)
+    http = listen_socket(settings.host, settings.port)
+    port = http.getsockname()[1]
+    grpc = None
+    update: dict[str, object] = {"port": port}
+    if inference.grpc_port is not None:
+        grpc = reserve_reuseport(inference.grpc_host, inference.grpc_port)
+        update["inference"] = {**settings.inference, "grpc_port": grpc.getsockname()[1]}
+    settings = settings.model_copy(update=update)
+    payload = json.dumps(settings.model_dump(mode="json")).encode()
+    print(
+        f"mlaas4hep: serving inference on http://{settings.host}:{port} with "
+        f"{inference.workers} worker processes, {inference.threads} ONNX Runtime threads each "
+        f"(data: {settings.data_dir})",
+        flush=True,
+    )
+    if grpc is not None:
+        print(f"mlaas4hep: V2 gRPC on {inference.grpc_host}:{grpc.getsockname()[1]}", flush=True)
+    with http, grpc or contextlib.nullcontext(), metrics_dir(os.environ) as metrics:
+        supervisor = Supervisor(
+            [*MLAAS4HEP_ARGV, "serve", "--inference-worker-of", str(http.fileno())],
+            inference.workers,
+            payload,
+            pass_fds=[http.fileno()],
+            env={**os.environ, MULTIPROC_ENV: str(metrics)},
+            on_exit=lambda pid: multiprocess.mark_process_dead(pid, str(metrics)),  # type: ignore[no-untyped-call]
+        )
+        signal.signal(signal.SIGTERM, supervisor.request_stop)
+        signal.signal(signal.SIGINT, supervisor.request_stop)
+        return supervisor.run()
+
+
+def _run_inference_worker(index: int, fd: int) -> int:
+    """One worker of ``_supervise_inference``: settings from stdin, the inherited socket."""
+    import os
+    import socket
+
+    import uvicorn
+
+    from mlaas4hep.serve.workers import read_payload, uvicorn_log_config
+
+    settings = Settings.model_validate(json.loads(read_payload(sys.stdin.buffer)))
+    app = _inference_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(f"[inference worker {index} pid {os.getpid()}]"),
+    )
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
     return 0
 
 

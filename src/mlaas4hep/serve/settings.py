@@ -56,10 +56,11 @@ class InferenceSettings:
     repository extension still load models). ``intra_op_threads`` is ONNX Runtime's
     per-session thread count (0: min(4, cores / workers), at least 1). ``workers`` is the
     number of processes ``serve --only inference`` runs (``serve/workers.py``): they share
-    the HTTP and gRPC ports and the repository, each with its own sessions. Batches estimated to run within
-    ``inline_budget_us`` run on the event loop (a thread hand-off would cost more; 0 always
-    uses the thread pool). A successful authentication is reused for ``auth_cache_s``
-    seconds for the same Authorization header (0: validate every request).
+    the HTTP and gRPC ports and the repository, each with its own sessions. Batches
+    estimated to run within ``inline_budget_us`` run on the event loop (a thread hand-off
+    would cost more; 0 always uses the thread pool). A successful authentication is
+    reused for ``auth_cache_s`` seconds for the same Authorization header (0: validate
+    every request).
     ``max_request_bytes`` caps an inference body, and the decompressed size of a
     gzip/deflate one. Answers of at least ``response_compression_min_bytes`` are
     compressed when the client's Accept-Encoding asks (smaller ones are not worth it).

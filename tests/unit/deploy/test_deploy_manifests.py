@@ -253,7 +253,16 @@ def test_compose_mlaas_services_are_consistent_with_the_code(
         assert url.password == postgres["POSTGRES_PASSWORD"]
         if role in HTTP_ROLES:
             published = [p.rsplit(":", 1)[1] for p in service["ports"]]
-            assert published == [str(settings.port)], f"{name}: ports {service['ports']}"
+            wanted = [str(settings.port)]
+            if role == "inference":
+                inference = InferenceSettings.from_mapping(settings.inference, settings.data_dir)
+                wanted.append(str(inference.grpc_port))
+                assert inference.grpc_host == "0.0.0.0"
+                limit = float(service["deploy"]["resources"]["limits"]["cpus"])
+                assert inference.workers * inference.threads == limit, "one core per thread"
+                host_ports = [p.split(":")[1] for p in service["ports"]]
+                assert len(set(host_ports)) == len(host_ports)
+            assert published == wanted, f"{name}: ports {service['ports']}"
             assert settings.host == "0.0.0.0"
         else:
             assert "ports" not in service
@@ -389,6 +398,8 @@ def test_k8s_deployments_are_consistent_with_the_code(routes: Routes) -> None:
             assert "ports" not in container
             continue
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if role == "inference":
+            _check_inference_processes(settings, ports, limits)
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             get = container[probe]["httpGet"]
             assert ports[get["port"]] == settings.port, f"{name} {probe}"
@@ -396,6 +407,36 @@ def test_k8s_deployments_are_consistent_with_the_code(routes: Routes) -> None:
     assert seen_roles == ROLES
     for claim in claims.values():
         assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # shared by all replicas
+
+
+def _check_inference_processes(
+    settings: Settings, ports: dict[str, int], limits: dict[str, Any]
+) -> None:
+    """gRPC on its named port, on every interface; one process per core, one ONNX Runtime
+    thread each (docs/inference.md, "Processes and threads"); the supervisor runs them."""
+    inference = InferenceSettings.from_mapping(settings.inference, settings.data_dir)
+    assert ports["grpc"] == inference.grpc_port
+    assert inference.grpc_host == "0.0.0.0"
+    assert inference.workers * inference.threads == cpu(limits["cpu"])
+    assert inference.workers > 1
+
+
+def test_k8s_inference_grpc_is_reachable_through_the_service_and_the_policies() -> None:
+    objects = k8s_objects()
+    service = _by_kind(objects, "Service")["mlaas4hep-inference"]
+    assert "grpc" in {p["targetPort"] for p in service["spec"]["ports"]}
+    (container,) = _by_kind(objects, "Deployment")["mlaas4hep-inference"]["spec"]["template"][
+        "spec"
+    ]["containers"]
+    grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+    allowed = set()
+    for policy in _by_kind(objects, "NetworkPolicy").values():
+        selector = policy["spec"]["podSelector"]
+        labels = {"app.kubernetes.io/name": "mlaas4hep", "app.kubernetes.io/component": "inference"}
+        if selector and _selects(selector, labels):
+            for rule in policy["spec"].get("ingress", []):
+                allowed |= {p["port"] for p in rule.get("ports", [])}
+    assert grpc_port in allowed
 
 
 def test_k8s_services_hpa_pdb_and_ingress_point_at_real_things(
