@@ -7,7 +7,9 @@ working directory, and when nothing is there to the spec file's directory; an ``
 file's relative lines relative to the list), each file is uploaded once
 (:mod:`mlaas4hep.client.uploads`: content-addressed, resumable) and ``dataset:NAME`` takes
 its place in the typed spec; ``root://``, ``http(s)://`` and ``dataset:`` entries stay as
-written. An apply request is sent as written (its inputs are the service's to resolve).
+written, and so does an absolute path that is not on this machine (the service may read it
+from a shared file system with a ``storage.read`` grant, its policy decides). A relative
+path that names no local file is an error here: nothing on the service could resolve it. An apply request is sent as written (its inputs are the service's to resolve).
 """
 
 from __future__ import annotations
@@ -79,11 +81,16 @@ def expand(entry: str, cwd: Path, spec_dir: Path, *, allow_lists: bool = True) -
             raise MissingFileError(msg)
         return _list_files(listed)
     if loc.kind == "glob":
+        if os.path.isabs(os.path.expanduser(loc.text)) and not glob.glob(loc.text):
+            return [entry.strip()]  # a path on the service's side (see below)
         return list(_glob(loc.text, cwd, spec_dir, entry))
     found = _locate(loc.text, cwd, spec_dir)
     if found is None:
-        if loc.text.startswith("/store/"):
-            return [entry.strip()]  # a logical file name, read through the redirector
+        if Path(loc.text).expanduser().is_absolute():
+            # not here: a logical file name read through the redirector (/store/...), or a
+            # path the service itself can read (a shared file system and a storage.read
+            # grant); the service's submission policy decides, with the remedy if not
+            return [entry.strip()]
         msg = f"input file {entry!r} does not exist (looked in {str(cwd)!r} and {str(spec_dir)!r})"
         raise MissingFileError(msg)
     return [found]
