@@ -139,6 +139,24 @@ class UploadLimits(_Section):
     dataset_bytes: int = Field(default=50 * GiB, gt=0)
 
 
+class TrackingSettings(_Section):
+    """Exporting succeeded training jobs to an MLflow tracking server (docs/training.md).
+
+    The service process exports after the job is recorded as succeeded (jobs may have no
+    network); credentials are MLflow's variables in the service's environment
+    (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``), never a job's.
+    """
+
+    mlflow_uri: str | None = Field(
+        default=None, description="the MLflow server, e.g. https://mlflow.example.org; None = off"
+    )
+    mlflow_experiment: str = Field(
+        default="{name}",
+        min_length=1,
+        description="experiment of each run; {name}: the spec's name, {owner}: the job's owner",
+    )
+
+
 class Settings(_Section):
     """Everything the service needs; see the module docstring for how it is loaded."""
 
@@ -158,6 +176,7 @@ class Settings(_Section):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     limits: JobLimits = Field(default_factory=JobLimits)
     uploads: UploadLimits = Field(default_factory=UploadLimits)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     # Owned by the auth layer: the raw mapping is turned into ``AuthSettings`` by
     # ``mlaas4hep.auth.settings.AuthSettings.from_mapping`` (see docs/security.md).
     auth: dict[str, Any] = Field(default_factory=dict)

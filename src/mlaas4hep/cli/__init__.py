@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("mlaas4hep.cli.preview", "feature table, cut flow and feature stats of a spec"),
     "convert-legacy": ("mlaas4hep.cli.convert_legacy", "convert old MLaaS4HEP inputs to a spec"),
     "run": ("mlaas4hep.cli.run", "run a pipeline locally: preprocess, train, export (bundle)"),
+    "mlflow-export": (
+        "mlaas4hep.cli.mlflow_export",
+        "export a bundle as a run to an MLflow server",
+    ),
     "serve": ("mlaas4hep.cli.serve", "run the service (job API + executor) on 127.0.0.1"),
     "submit": ("mlaas4hep.cli.submit", "submit a pipeline to the service (--wait: follow it)"),
     "status": ("mlaas4hep.cli.status", "one job: state, phase, progress, ETA, metrics, model"),
@@ -54,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 #: How ``mlaas4hep --help`` groups the commands (each command in exactly one group).
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Local pipeline", ("inspect", "stats", "preview", "run", "apply")),
+    ("Local pipeline", ("inspect", "stats", "preview", "run", "apply", "mlflow-export")),
     (
         "Service",
         ("submit", "status", "wait", "jobs", "logs", "cancel", "download", "datasets", "models"),
@@ -70,6 +74,9 @@ EXAMPLES: dict[str, str] = {
     "preview": "mlaas4hep preview examples/tth-vs-qcd.yaml",
     "run": "mlaas4hep run examples/tth-vs-qcd.yaml --out runs/tth\n"
     "mlaas4hep run examples/tth-vs-qcd.yaml --out runs/tth --resume",
+    "mlflow-export": "mlaas4hep mlflow-export runs/tth --tracking-uri http://127.0.0.1:5000\n"
+    "MLFLOW_TRACKING_URI=https://mlflow.example.org mlaas4hep mlflow-export runs/tth "
+    "--experiment tth",
     "apply": "mlaas4hep apply runs/tth data/signal.root --out scores/\n"
     "mlaas4hep apply tth-classifier:3 data/*.root --out scores/   # a published model",
     "submit": "mlaas4hep submit examples/tth-vs-qcd.yaml --wait\n"

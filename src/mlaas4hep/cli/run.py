@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from mlaas4hep.cli.mlflow_export import check_run_option, export_after_run
 from mlaas4hep.spec import load_spec
 from mlaas4hep.train.progress import Progress
 
@@ -60,12 +61,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GB",
         help="disk budget for caching train features after epoch 1 (default 4; 0 = off)",
     )
+    parser.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help="export the finished run to this MLflow server (alone: $MLFLOW_TRACKING_URI); "
+        "a failed export is a warning, never a failed run",
+    )
+    parser.add_argument(
+        "--mlflow-experiment",
+        metavar="NAME",
+        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else the spec's name)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from mlaas4hep.train.run import run_pipeline
 
     spec = load_spec(args.spec)
+    mlflow_uri = None if args.mlflow is None else check_run_option(args.mlflow)
     show: JsonLines | ProgressBar = (
         JsonLines(sys.stdout) if args.progress_json else ProgressBar(sys.stderr)
     )
@@ -89,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             k: round(float(test[k]), 4) for k in ("auc", "accuracy", "loss", "rmse") if k in test
         }
         print(f"model: {result.model_path}\ntest ({result.metrics['evaluated_on']}): {shown}")
+    if mlflow_uri is not None:  # after the bundle is complete; never fails the run
+        export_after_run(result.out_dir, mlflow_uri, args.mlflow_experiment)
     return 0
 
 

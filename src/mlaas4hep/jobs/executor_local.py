@@ -28,6 +28,7 @@ from mlaas4hep.jobs.apply_job import register_outputs
 from mlaas4hep.jobs.attempt import AttemptOutcome, AttemptRunner
 from mlaas4hep.jobs.deploy import publish
 from mlaas4hep.jobs.layout import job_paths, owner_dir
+from mlaas4hep.jobs.mlflow_export import export_job
 from mlaas4hep.jobs.recovery import make_worker_id, purge_old, recover
 from mlaas4hep.jobs.sandbox import UNSAFE_WARNING, Sandbox, probe, resolve
 from mlaas4hep.jobs.states import Exited
@@ -210,7 +211,7 @@ class LocalExecutor:
         outcome = self._register(job, self._deploy(job, outcome))
         event = Exited(ok=outcome.ok, reason=outcome.reason)
         try:
-            return self.store.finish(
+            done = self.store.finish(
                 job.id, self.worker_id, job.attempt, event, outcome.result_dir, outcome.progress
             )
         except LeaseLost as exc:
@@ -219,6 +220,18 @@ class LocalExecutor:
         except Mlaas4hepError:
             log.exception("job %s: cannot record the outcome", job.id)
             return job
+        self._export(done)
+        return done
+
+    def _export(self, job: JobRecord) -> None:
+        """Export a succeeded job to MLflow (``tracking.mlflow_uri``) once it is recorded:
+        the export cannot fail or hold up the success (``jobs/mlflow_export.py``)."""
+        if self.settings.tracking.mlflow_uri is None:
+            return
+        try:
+            export_job(self.settings, job)
+        except Exception:  # the job has succeeded; a bug here must not kill the pool thread
+            log.exception("job %s: the MLflow export failed", job.id)
 
 
 def _log_sandbox(sandbox: Sandbox) -> None:
