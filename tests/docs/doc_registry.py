@@ -19,10 +19,32 @@ changes, the entry is updated or dropped, never left to hide a snippet.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
-N_FEATURES = 42  # the tth-vs-qcd example's feature count, as docs/inference.md states it
-_VALUES = ", ".join(["0.1"] * N_FEATURES)
+N_FEATURES = 36  # the tth-vs-qcd example's features (see the session's model card)
+
+
+def _values(n: int) -> str:
+    return ", ".join(["0.1"] * n)
+
+
+def _as_in_shape(code: str) -> str:
+    """As many values as the snippet's own ``"shape": [1, N]`` says."""
+    m = re.search(r'"shape": \[1, (\d+)\]', code)
+    return f"[{_values(int(m.group(1)) if m else N_FEATURES)}]"
+
+
+def _imports(module: str, attribute: str) -> bool:
+    """Whether *module* imports here and has *attribute* (in a child: no import side effects)."""
+    code = f"import {module}; {module}.{attribute}"
+    return (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode
+        == 0
+    )
 
 
 @dataclass(frozen=True)
@@ -30,14 +52,15 @@ class Skip:
     snippet: str
     reason: str
     paths: tuple[str, ...] = ()  # repository paths the snippet names; checked to exist
-    unless_module: str | None = None  # run it after all when this module imports
+    unless: Callable[[], bool] | None = None  # run it after all when this says True
 
 
 @dataclass(frozen=True)
 class Rewrite:
     snippet: str
     old: str  # literal text of the snippet
-    new: str
+    # The text ("{version}": the served version of tth-classifier), or made from the code.
+    new: str | Callable[[str], str]
     reason: str
 
 
@@ -56,6 +79,11 @@ SKIPS: tuple[Skip, ...] = (
         "`make demo` is run by test_readme_walkthrough.py in a fresh clone; `make test` runs "
         "the whole suite, this test included",
         paths=("Makefile",),
+    ),
+    Skip(
+        "README.md#everyday-use:1",
+        "run as written, in order, in a fresh clone by test_readme_walkthrough.py (it trains "
+        "on 100 000 events twice: not repeated here)",
     ),
     Skip(
         "docs/benchmarks.md#job-sandbox-start-up-overhead-benchsandboxpy:1",
@@ -92,8 +120,8 @@ SKIPS: tuple[Skip, ...] = (
     ),
     Skip(
         "docs/inference.md#applying-a-model-to-root-files:2",
-        "needs PyROOT (ROOT is not installed here)",
-        unless_module="ROOT",
+        "needs PyROOT (the `root` wheel or a ROOT installation), which is not installed",
+        unless=lambda: _imports("ROOT", "TFile"),
     ),
     Skip(
         "docs/inference.md#embedding-and-running:1",
@@ -145,16 +173,19 @@ SKIPS: tuple[Skip, ...] = (
 )
 
 _SERVE = "the service is the test session's `mlaas4hep serve`, started before the snippets"
+_TFAAS_COPY = (
+    "uploads and deletes a model: done as tth-tfaas (from tth-tfaas/model.onnx, metadata.json), "
+    "so the page's later snippets still find tth-classifier"
+)
 _JOB_ID = "`3f2c…e1` stands for the reader's job id: the newest job of the session"
 
 REWRITES: tuple[Rewrite, ...] = (
-    Rewrite("README.md#everyday-use:1", "\nmlaas4hep serve ", "\n: mlaas4hep serve ", _SERVE),
     Rewrite("docs/service.md#quick-start:1", "mlaas4hep serve ", ": mlaas4hep serve ", _SERVE),
     Rewrite("docs/service.md#quick-start:1", "logs 3f2c…e1", 'logs "$(docs_job)"', _JOB_ID),
     Rewrite(
         "docs/service.md#quick-start:1",
         "download 3f2c…e1",
-        'download "$(docs_job succeeded)"',
+        'download "$(docs_job succeeded ttH-vs-QCD)"',
         _JOB_ID + " that succeeded",
     ),
     Rewrite(
@@ -166,20 +197,28 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "docs/inference.md#curl:1",
         "[0.1, 0.2, 0.3, ...]",
-        f"[{_VALUES}]",
-        f"the doc elides the {N_FEATURES} feature values",
+        _as_in_shape,
+        "the doc elides the feature values: as many as its shape says",
     ),
     Rewrite(
         "docs/inference.md#legacy-tfaas-api:1",
         '"keys": ["f0","f1",...], "values": [0.1, 0.2, ...]',
-        f'"values": [{_VALUES}]',
-        f"the doc elides the {N_FEATURES} names and values: sent in model order, no keys",
+        f'"values": [{_values(N_FEATURES)}]',
+        f"the doc elides the names and values: the {N_FEATURES} values in model order, no keys",
+    ),
+    *(
+        Rewrite("docs/inference.md#legacy-tfaas-api:1", old, new, _TFAAS_COPY)
+        for old, new in (
+            ("-F name=tth-classifier", "-F name=tth-tfaas"),
+            ("tar czf model.tar.gz tth-classifier/", "tar czf model.tar.gz tth-tfaas/"),
+            ("-F model=tth-classifier", "-F model=tth-tfaas"),
+        )
     ),
     Rewrite(
         "docs/inference.md#mlaas4hep-predict:1",
         " [--version 3] [--output scores.json]",
-        " --version 1 --output scores.json",
-        "[...] marks optional arguments; the session's model is version 1",
+        " --version {version} --output scores.json",
+        "[...] marks optional arguments; version 3 is an example: the served version",
     ),
     Rewrite(
         "docs/inference.md#applying-a-model-to-root-files:1",
@@ -204,14 +243,14 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "docs/inference.md#applying-a-model-to-root-files:4",
         "tth-classifier:3",
-        "tth-classifier:1",
-        "version 3 is an example; the session's model has version 1",
+        "tth-classifier:{version}",
+        "version 3 is an example: the served version",
     ),
     Rewrite(
         "docs/inference.md#applying-a-model-to-root-files:5",
         "tth-classifier:3",
-        "tth-classifier:1",
-        "version 3 is an example; the session's model has version 1",
+        "tth-classifier:{version}",
+        "version 3 is an example: the served version",
     ),
     Rewrite(
         "docs/service.md#follow-get-jobs-get-jobsid-get-jobsidlogs:1",
@@ -222,19 +261,23 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "docs/service.md#applying-a-model-as-a-job:1",
         "$ID",
-        "$(docs_job succeeded)",
+        "$(docs_job succeeded score-ttH)",
         "$ID is the reader's apply job: the newest that succeeded",
     ),
     Rewrite(
+        "docs/service.md#datasets:2",
+        'curl -sS -H "$AUTH" "$URL/datasets/uploads/$H"',
+        'command -p curl -sS -H "$AUTH" "$URL/datasets/uploads/$H"',
+        "a 404 is a documented answer here (no partial upload: start at 0): plain curl, "
+        "without the harness's --fail-with-body",
+    ),
+    Rewrite(
         "docs/service.md#datasets:1",
-        "$DATASET_ID",
-        "$(docs_dataset signal.root)",
-        "$DATASET_ID is the id of the dataset just uploaded",
+        "list [--json]",
+        "list --json",
+        "[...] marks an optional argument: taken",
     ),
 )
-
-_MINT = '["mlaas4hep", "token", "--user", "alice"]'
-_TOKEN_PY = f"import subprocess\ntoken = subprocess.check_output({_MINT}, text=True).strip()\n"
 
 PRELUDES: tuple[Prelude, ...] = (
     Prelude(
@@ -242,11 +285,17 @@ PRELUDES: tuple[Prelude, ...] = (
         "export TOKEN=$(mlaas4hep token --user alice)\n",
         "the card's own words: a token in `$TOKEN`, e.g. `export TOKEN=$(mlaas4hep token ...)`",
     ),
-    Prelude("docs/inference.md#python-tritonclient:1", _TOKEN_PY, "`token`: the reader's"),
     Prelude(
-        "docs/inference.md#raw-event-columns:1",
-        _TOKEN_PY + 'auth = {"Authorization": f"Bearer {token}"}\n',
-        "`auth`: as the previous snippet of the page defines it",
+        "docs/inference.md#python-tritonclient:1",
+        "import os, subprocess\n"
+        'os.environ["MLAAS4HEP_TOKEN"] = subprocess.check_output(\n'
+        '    ["mlaas4hep", "token", "--user", "alice"], text=True).strip()\n',
+        "the snippet's comment: export MLAAS4HEP_TOKEN=$(mlaas4hep token --user alice)",
+    ),
+    Prelude(
+        "docs/inference.md#legacy-tfaas-api:1",
+        "mkdir -p tth-tfaas && cp model.onnx metadata.json tth-tfaas/\n",
+        "the reader's model directory for the tarball upload",
     ),
     Prelude(
         "docs/service.md#follow-get-jobs-get-jobsid-get-jobsidlogs:1",
@@ -260,8 +309,8 @@ PRELUDES: tuple[Prelude, ...] = (
     ),
     Prelude(
         "docs/service.md#artifacts:1",
-        "ID=$(docs_job succeeded)\n",
-        "$ID is a succeeded job (artifacts exist only then)",
+        "ID=$(docs_job succeeded ttH-vs-QCD)\n",
+        "$ID is a training job that succeeded (artifacts exist only then)",
     ),
     Prelude(
         "docs/training.md#python-your-own-pytorch-or-keras-model-opt-in:2",
