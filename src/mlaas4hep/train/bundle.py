@@ -31,6 +31,7 @@ import numpy as np
 from mlaas4hep import artifact
 from mlaas4hep.artifact import MODEL_FILE, BundleFeatures
 from mlaas4hep.errors import TrainingError
+from mlaas4hep.train import card
 from mlaas4hep.train.atomic import atomic_write_text
 
 if TYPE_CHECKING:
@@ -142,17 +143,18 @@ def model_card(
     metrics: dict[str, Any],
     cutflow: Sequence[dict[str, Any]],
 ) -> str:
-    """A short Markdown model card: data, cuts, features, model, metrics, how to query."""
+    """A Markdown model card: data, weights, cuts, features, model, evaluation, how to query."""
     name = spec.deploy.name if spec.deploy else spec.name
     parts = [
         f"# {name}\n",
         (spec.description or f"A {info.task} model trained by mlaas4hep.") + "\n",
         *_warnings_section(metrics),
         _data_section(spec),
+        _weights_section(spec, info),
         _cuts_section(cutflow),
         _features_section(info),
         _model_section(spec, metrics),
-        _metrics_section(metrics),
+        card.metrics_section(metrics),
         _query_section(name, info),
     ]
     return "\n".join(parts)
@@ -169,21 +171,68 @@ def _warnings_section(metrics: dict[str, Any]) -> list[str]:
 
 def _data_section(spec: PipelineSpec) -> str:
     rows = [
-        f"| {d.name} | {d.label if d.label is not None else '-'} | {len(d.files)} | "
-        f"{', '.join(f'`{f}`' for f in d.files[:3])}{' ...' if len(d.files) > 3 else ''} |"
+        [
+            d.name,
+            str(d.label) if d.label is not None else "-",
+            str(len(d.files)),
+            ", ".join(f"`{f}`" for f in d.files[:3]) + (" ..." if len(d.files) > 3 else ""),
+        ]
         for d in spec.data.datasets
     ]
-    table = "| dataset | label | files | e.g. |\n|---|---|---|---|\n" + "\n".join(rows)
+    table = card.table(["dataset", "label", "files", "e.g."], rows, numeric={1, 2})
     return f"## Data\n\nTree `{spec.data.tree or '(the only one)'}`.\n\n{table}\n"
+
+
+def _weights_section(spec: PipelineSpec, info: FeatureInfo) -> str:
+    """Which event weights and class-balancing factors the loss and the figures used."""
+    pre = spec.preprocess
+    per_dataset = [f"`{d.name}`: `{d.weight}`" for d in spec.data.datasets if d.weight]
+    if pre.weight or per_dataset:
+        sources = ([f"`{pre.weight}` for every event"] if pre.weight else []) + per_dataset
+        weights = f"Event weights: {'; '.join(sources)}."
+    else:
+        weights = "No event weights: every event counts 1."
+    if info.class_weights:
+        names = [card.class_name(info.class_names, k) for k in range(len(info.class_weights))]
+        factors = ", ".join(f"{n} x{f:.4g}" for n, f in zip(names, info.class_weights, strict=True))
+        balance = (
+            f"`preprocess.balance: true`: the classes are reweighted to equal totals ({factors})."
+        )
+    else:
+        balance = "`preprocess.balance: false`: no class reweighting."
+    return (
+        f"## Weights\n\n{weights} {balance}\n\n"
+        "Training and the *weighted* figures below use the event weights times the class "
+        "factors; ROC curves, AUC, working points and KS tests compare the classes one by "
+        "one, so the class factors do not change them. *Unweighted* figures count every "
+        "event once.\n"
+    )
 
 
 def _cuts_section(cutflow: Sequence[dict[str, Any]]) -> str:
     if not cutflow:
         return "## Cuts\n\nNone.\n"
-    keys = list(cutflow[0])
-    head = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
-    rows = "\n".join("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in cutflow)
-    return f"## Cuts\n\n{head}{rows}\n"
+    datasets = list(cutflow[0].get("datasets") or {})
+    header = ["cut", "expression", "before", "after", "efficiency", "cumulative"]
+    header += [f"{d} after" for d in datasets] + [f"{d} cumulative" for d in datasets]
+    rows = []
+    for r in cutflow:
+        per = r.get("datasets") or {}
+        rows.append(
+            [
+                str(r.get("cut", "")),
+                f"`{r.get('expr', '')}`",
+                card.count(r.get("before")),
+                card.count(r.get("after")),
+                card.percent(r.get("efficiency")),
+                card.percent(r.get("cumulative")),
+                *(card.count(per.get(d, {}).get("after")) for d in datasets),
+                *(card.percent(per.get(d, {}).get("cumulative")) for d in datasets),
+            ]
+        )
+    numeric = set(range(2, len(header)))
+    note = "Efficiency: after / before the cut; cumulative: after / events read."
+    return f"## Cuts\n\n{card.table(header, rows, numeric=numeric)}\n\n{note}\n"
 
 
 def _features_section(info: FeatureInfo) -> str:
@@ -201,19 +250,6 @@ def _model_section(spec: PipelineSpec, metrics: dict[str, Any]) -> str:
     return (
         f"## Model\n\n`{options}`\n\nTrained for {t.get('epochs_run', '?')} epoch(s), best "
         f"epoch {t.get('best_epoch', '?')}{' (stopped early)' if t.get('stopped_early') else ''}.\n"
-    )
-
-
-def _metrics_section(metrics: dict[str, Any]) -> str:
-    test = metrics.get("test", {})
-    keys = [k for k in ("n_events", "loss", "accuracy", "auc", "rmse", "mae") if k in test]
-    rows = "\n".join(f"| {k} | {_fmt(test[k])} |" for k in keys)
-    parity = metrics.get("onnx", {}).get("max_abs_diff")
-    return (
-        f"## Metrics (test split)\n\n| metric | value |\n|---|---|\n{rows}\n\n"
-        f"ONNX Runtime vs native, max |difference| of the scores: {_fmt(parity)}.\n\n"
-        "Plots: `plots/roc.png`, `plots/scores.png`, `plots/history.png`"
-        f"{', `plots/importance.png`' if metrics.get('has_importances') else ''}.\n"
     )
 
 
@@ -263,9 +299,3 @@ def _scores_doc(info: FeatureInfo) -> str:
     if info.task == "multiclass":
         return f"shape `[batch, {info.n_classes}]`, one probability per class"
     return "shape `[batch, 1]`, the predicted value"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)

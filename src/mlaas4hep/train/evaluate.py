@@ -1,9 +1,11 @@
 """Metrics of a model's scores: loss, accuracy, ROC AUC, confusion matrix.
 
-Pure numpy, weighted by the event weights, so the numbers match what a physicist would
-compute on the same events. Scores are what the exported model returns: a probability
-column for ``binary`` (shape ``(n, 1)``), one probability per class for ``multiclass``
-(``(n, k)``), the prediction for ``regression`` (``(n, 1)``).
+Pure numpy, weighted by the event weights (as the loss sees them: event weights times the
+class-balancing factors of ``preprocess.balance``), so the numbers match what a physicist
+would compute on the same events; each headline figure also comes unweighted
+(``auc_unweighted``, ...: every event counts 1). Scores are what the exported model
+returns: a probability column for ``binary`` (shape ``(n, 1)``), one probability per class
+for ``multiclass`` (``(n, k)``), the prediction for ``regression`` (``(n, 1)``).
 
 ``ScoreAccumulator`` collects scores batch by batch; it keeps one score row, one label and
 one weight per event (tens of bytes per event, never the features), and turns them into a
@@ -55,6 +57,19 @@ def roc_curve(
     Events with equal scores are merged into one step, so the curve does not depend on the
     order of events.
     """
+    fpr, tpr, _ = roc_points(score, positive, w)
+    return fpr, tpr
+
+
+def roc_points(
+    score: np.ndarray, positive: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``roc_curve`` with the score cut of each point: (fpr, tpr, thresholds).
+
+    Point ``i > 0`` selects the events with ``score >= thresholds[i]``; point 0 selects
+    nothing (threshold ``+inf``). Like ``sklearn.metrics.roc_curve(...,
+    drop_intermediate=False)``: one point per distinct score.
+    """
     order = np.argsort(-score, kind="stable")
     s, pos, ww = score[order], positive[order].astype(bool), w[order].astype(np.float64)
     tp = np.cumsum(np.where(pos, ww, 0.0))
@@ -63,7 +78,8 @@ def roc_curve(
     tp, fp = np.r_[0.0, tp[last_of_tie]], np.r_[0.0, fp[last_of_tie]]
     tpr = tp / tp[-1] if tp[-1] > 0 else np.zeros_like(tp)
     fpr = fp / fp[-1] if fp[-1] > 0 else np.zeros_like(fp)
-    return fpr, tpr
+    thresholds = np.r_[np.inf, s[last_of_tie].astype(np.float64)]
+    return fpr, tpr, thresholds
 
 
 def roc_auc(score: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
@@ -84,33 +100,58 @@ def confusion_matrix(
     return cm
 
 
+def normalized_confusion(cm: np.ndarray) -> np.ndarray:
+    """Each row (true class) divided by its sum: the fraction predicted as each class.
+
+    A row with no weight stays 0.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    sums = cm.sum(axis=1, keepdims=True)
+    out: np.ndarray = np.divide(cm, sums, out=np.zeros_like(cm), where=sums != 0)
+    return out
+
+
+def mean_auc(task: Task, scores: FloatArray, y: np.ndarray, w: np.ndarray, n_classes: int) -> float:
+    """ROC AUC (binary) or the mean one-vs-rest AUC over classes (multiclass), weighted."""
+    true = y.astype(np.int64)
+    if task == "binary":
+        return roc_auc(scores[:, 0], true == 1, w)
+    per_class = [roc_auc(scores[:, k], true == k, w) for k in range(n_classes)]
+    return float(np.nanmean(per_class)) if not np.all(np.isnan(per_class)) else np.nan
+
+
 def classification_metrics(
     task: Task, scores: FloatArray, y: np.ndarray, w: np.ndarray, n_classes: int
 ) -> dict[str, object]:
-    """Loss, accuracy, ROC AUC (one-vs-rest per class for multiclass) and confusion matrix."""
+    """Loss, accuracy, ROC AUC (one-vs-rest per class for multiclass) and confusion matrix.
+
+    Weighted, and again with every event counting 1 (``*_unweighted``).
+    """
     true = y.astype(np.int64)
     pred = predicted_class(task, scores)
-    sum_w = max(float(np.sum(w, dtype=np.float64)), _EPS)
-    out: dict[str, object] = {
-        "loss": loss(task, scores, y, w),
-        "accuracy": float(np.sum(w * (pred == true), dtype=np.float64) / sum_w),
-    }
-    if task == "binary":
-        out["auc"] = roc_auc(scores[:, 0], true == 1, w)
-    else:
-        per_class = [roc_auc(scores[:, k], true == k, w) for k in range(n_classes)]
-        out["auc_per_class"] = per_class
-        out["auc"] = float(np.nanmean(per_class)) if not np.all(np.isnan(per_class)) else np.nan
+    out: dict[str, object] = {}
+    for suffix, ww in (("", w), ("_unweighted", np.ones(len(true)))):
+        sum_w = max(float(np.sum(ww, dtype=np.float64)), _EPS)
+        out[f"loss{suffix}"] = loss(task, scores, y, ww)
+        out[f"accuracy{suffix}"] = float(np.sum(ww * (pred == true), dtype=np.float64) / sum_w)
+        out[f"auc{suffix}"] = mean_auc(task, scores, y, ww, n_classes)
+        if task == "multiclass":
+            out[f"auc_per_class{suffix}"] = [
+                roc_auc(scores[:, k], true == k, ww) for k in range(n_classes)
+            ]
     out["confusion_matrix"] = confusion_matrix(true, pred, w, n_classes).tolist()
     return out
 
 
 def regression_metrics(scores: FloatArray, y: np.ndarray, w: np.ndarray) -> dict[str, object]:
-    """Weighted mean squared error (as ``loss``), RMSE and mean absolute error."""
-    mse = loss("regression", scores, y, w)
+    """Mean squared error (as ``loss``), RMSE and mean absolute error; weighted and not."""
+    out: dict[str, object] = {}
     diff = np.abs(scores[:, 0].astype(np.float64) - y.astype(np.float64))
-    mae = float(np.sum(w * diff) / max(float(np.sum(w, dtype=np.float64)), _EPS))
-    return {"loss": mse, "rmse": float(np.sqrt(mse)), "mae": mae}
+    for suffix, ww in (("", w), ("_unweighted", np.ones(len(y)))):
+        mse = loss("regression", scores, y, ww)
+        mae = float(np.sum(ww * diff) / max(float(np.sum(ww, dtype=np.float64)), _EPS))
+        out |= {f"loss{suffix}": mse, f"rmse{suffix}": float(np.sqrt(mse)), f"mae{suffix}": mae}
+    return out
 
 
 def class_count(task: str, n_classes: int) -> int:

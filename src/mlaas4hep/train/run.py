@@ -24,32 +24,37 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mlaas4hep.artifact import CHECKPOINTS_DIR, MODEL_FILE, PROP_SPEC_HASH
 from mlaas4hep.errors import Conflict, DataQualityError, TrainingError
-from mlaas4hep.train import plots
 from mlaas4hep.train.bundle import write_bundle
 from mlaas4hep.train.diagnostics import run_warnings
 from mlaas4hep.train.engine import Engine, EngineContext, create_engine, engine_class
 from mlaas4hep.train.evaluate import ScoreAccumulator
 from mlaas4hep.train.export import PARITY_TOLERANCE, export_onnx, parity_pass, session
 from mlaas4hep.train.feature_cache import CachingSource
+from mlaas4hep.train.importance import ReservoirSample, SamplingSource, onnx_predict
 from mlaas4hep.train.loop import LoopConfig, TrainingLoop, score_split
 from mlaas4hep.train.progress import Progress, ProgressCallback, ignore_progress
+from mlaas4hep.train.report import evaluate_run
 from mlaas4hep.train.stream import BatchSource, Split
 
 if TYPE_CHECKING:
     from mlaas4hep.preprocess.partitioned import Distributor
-    from mlaas4hep.preprocess.pipeline import FeatureInfo
+    from mlaas4hep.preprocess.pipeline import FeatureInfo, ReadProgress
     from mlaas4hep.spec import PipelineSpec
 
 # Epochs after the first read the train features from a local cache up to this size.
 DEFAULT_FEATURE_CACHE_BYTES = 4 << 30
 # Train scores for the overtraining plot: a bounded sample is enough for a histogram.
 _TRAIN_PLOT_EVENTS = 500_000
+_STATISTICS = "computing feature statistics"
 
 
 class FeatureSource(BatchSource, Protocol):
-    """A ``Preprocessor``: fits the feature statistics, then streams batches."""
+    """A ``Preprocessor``: fits the feature statistics, then streams batches.
 
-    def fit(self) -> FeatureInfo: ...
+    ``fit`` reports the first pass's entries read and entries in all to *progress*.
+    """
+
+    def fit(self, *, progress: ReadProgress | None = None) -> FeatureInfo: ...
 
     def cutflow(self) -> list[dict[str, Any]]: ...
 
@@ -192,8 +197,8 @@ def run_source(
     started = time.monotonic()
     check_engine(spec)
     _prepare_out_dir(out, resume)
-    progress(Progress("prepare", message="computing feature statistics"))
-    info = source.fit()
+    progress(Progress("prepare", message=_STATISTICS))
+    info = source.fit(progress=_first_pass_progress(progress))
     ctx = EngineContext(info, spec.model, spec.train, out / "work", allow_user_code)
     # Scratch left by an interrupted run (its process is gone) is of no use: start clean.
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
@@ -224,6 +229,18 @@ def run_source(
         Progress("done", metrics=_headline(result.metrics["test"]), message=str(result.model_path))
     )
     return result
+
+
+def _first_pass_progress(progress: ProgressCallback) -> ReadProgress:
+    """The first pass's (entries read, entries in all) as ``prepare`` events, timed."""
+    started = time.monotonic()
+
+    def report(events: int, total: int | None) -> None:
+        elapsed = time.monotonic() - started
+        progress(Progress("prepare", events=events, total=total, elapsed_s=elapsed,
+                          message=_STATISTICS))  # fmt: skip
+
+    return report
 
 
 @dataclass(frozen=True)
@@ -269,10 +286,18 @@ def _evaluate(
     model_path = out / MODEL_FILE
     export_onnx(trained.engine, model_path, info, {PROP_SPEC_HASH: spec.spec_hash()})
     progress(Progress("evaluate", message=f"scoring the {split} split"))
-    parity = parity_pass(trained.engine, session(model_path), source, info, split)
+    onnx_session, sample = session(model_path), ReservoirSample()  # features for importances
+    tapped = SamplingSource(source, split, sample)
+    parity = parity_pass(trained.engine, onnx_session, tapped, info, split)
     test = _checked_metrics(parity.scores, split)
     history = trained.loop.state.history
-    made = _plots(out / "plots", trained.engine, info, history, trained.train_scores, parity.scores)
+    progress(Progress("evaluate", message="working points, KS tests, importances, plots"))
+    evaluation = evaluate_run(
+        out / "plots", info, history, trained.train_scores, parity.scores,
+        predict=onnx_predict(onnx_session), sample=sample,
+        model_importances=trained.engine.feature_importances(),
+    )  # fmt: skip
+    made, test = evaluation.plots, test | evaluation.test
     metrics = {
         "task": info.task,
         "evaluated_on": split,
@@ -288,6 +313,7 @@ def _evaluate(
         },
         "has_importances": any(p.name == "importance.png" for p in made),
         "warnings": run_warnings(spec, info, trained.loop.state, trained.train_scores),
+        **evaluation.sections,
     }
     return RunResult(out, model_path, metrics, history, tuple(made))
 
@@ -329,25 +355,6 @@ def _training_summary(loop: TrainingLoop, seconds: float) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "events_per_second": round(events * len(s.history) / seconds, 1) if seconds > 0 else None,
     }
-
-
-def _plots(
-    directory: Path,
-    engine: Engine,
-    info: FeatureInfo,
-    history: list[dict[str, Any]],
-    train: ScoreAccumulator,
-    test: ScoreAccumulator,
-) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    made = [plots.plot_history(directory / "history.png", history)]
-    made.append(plots.plot_scores(directory / "scores.png", train, test, info.class_names))
-    if info.task != "regression":
-        made.append(plots.plot_roc(directory / "roc.png", test, info.class_names))
-    importances = engine.feature_importances()
-    if importances is not None:
-        made.append(plots.plot_importances(directory / "importance.png", info.names, importances))
-    return made
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, float]:
