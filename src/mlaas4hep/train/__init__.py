@@ -11,9 +11,16 @@ Entry point: ``run.run_pipeline(spec, out_dir, resume=..., progress=..., allow_u
     xgb.py, sk.py     XGBoost (external memory) and scikit-learn (partial_fit) engines
     loop.py           epochs, validation, early stopping, checkpoints (checkpoint.py), resume
     evaluate.py       weighted loss, accuracy, ROC AUC, confusion matrix
+    report.py         the whole evaluation: working_points.py (ROC, rejection, working
+                      points), overtraining.py (KS tests), resolution.py (regression
+                      response/resolution), importance.py (permutation importance)
+    diagnostics.py    run warnings (under-training, class imbalance)
     export.py         ONNX export (onnx_graph.py) and the ONNX Runtime parity check
-    plots.py          ROC, score distributions, history, importances (PNG)
-    bundle.py         spec.yaml, features.json, stats.json, metrics.json, README.md model card
+    plots.py          rejection, scores (linear and log), history, importances, confusion,
+                      regression (PNG + PDF, HEP style)
+    bundle.py         spec.yaml, features.json, stats.json, metrics.json, README.md model
+                      card (card.py: its metric tables)
+    tracking.py       export of a finished bundle to MLflow (tracking_values.py: limits)
     progress.py       progress events for bars and JSON lines
 
 torch, xgboost, scikit-learn and Keras are imported only by the engine that needs them.

@@ -26,10 +26,15 @@ from mlaas4hep.jobs.store import JobRecord
 LOG_TAIL_BYTES = 16 * 1024
 _MAX_ARTIFACT_JSON = 4 * 1024 * 1024  # metrics.json and friends, shown on the job page
 PLOT_TITLES = {
-    "roc.png": "ROC curve on the test split",
+    "roc.png": "Background rejection vs signal efficiency (test, and train dashed)",
     "scores.png": "Score distributions per true class, train and test",
+    "scores_log.png": "Score distributions, log scale",
     "history.png": "Loss and validation AUC per epoch",
     "importance.png": "Feature importances",
+    "permutation_importance.png": "Permutation importance",
+    "confusion.png": "Confusion matrix (normalised by true class)",
+    "regression.png": "Prediction vs truth",
+    "response.png": "Response and resolution vs truth",
 }
 _KEY = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z0-9_.\-]+|\"[^\"]*\"|'[^']*')(:)(\s|$)")
 _NUMBER = re.compile(r"^-?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+)$")
