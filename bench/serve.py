@@ -14,11 +14,16 @@
     Runtime (``grpc_binary_ratio``, target >= 0.7). h2load counts HTTP/2 answers, and a
     gRPC error is an HTTP 200 with a ``grpc-status`` trailer, so the server's own metrics
     (``outcome="ok"`` of protocol ``grpc``) must account for every request counted.
+(e) V2 binary requests of 256 rows from 16 connections, which the dynamic batcher
+    coalesces, against in-process ONNX Runtime on 256-row batches:
+    ``medium_batch_ratio`` (rows/s; batching should bring it where large batches are).
 
 Both servers run as one uvicorn process each (uvloop, httptools), serving at the same
 time, measured one after the other; wrk and h2load use one thread each. Model: the MLP
 42x128x128x128x64x64x1. ``--json`` prints one JSON object as the last line; ``--smoke``
-runs a few seconds only (CI checks that it still works).
+runs a few seconds only (CI checks that it still works). ``--setting KEY=VALUE`` overrides
+one of our server's ``InferenceSettings`` (e.g. ``inline_budget_us=50``) to compare
+tunings; the overrides are part of the output.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from mlaas4hep.serve.runtime import session_options
 from mlaas4hep.serve.samples import BENCH_LAYERS, write_sample_model
 
 ROWS = 4096
+MEDIUM_ROWS, MEDIUM_CONNECTIONS = 256, 16
 N_FEATURES = BENCH_LAYERS[0]
 
 
@@ -79,14 +85,16 @@ def _auth(data_dir: Path) -> tuple[Callable[..., Principal], Callable[..., bool]
     )
 
 
-def serve_ours(port: int, repo: Path, data_dir: Path, grpc_port: int | None) -> None:
+def serve_ours(
+    port: int, repo: Path, data_dir: Path, grpc_port: int | None, tuning: dict[str, Any]
+) -> None:
     import uvicorn
 
     from mlaas4hep.serve.app import create_inference_app
     from mlaas4hep.serve.settings import InferenceSettings
 
     authenticate, authorize, _token, _kind = _auth(data_dir)
-    settings = InferenceSettings(repository=repo, poll_interval_s=0, grpc_port=grpc_port)
+    settings = InferenceSettings(repository=repo, poll_interval_s=0, grpc_port=grpc_port, **tuning)
     app = create_inference_app(settings, authenticate=authenticate, authorize=authorize)
     uvicorn.run(
         app,
@@ -260,17 +268,17 @@ def _grpc_outcomes(url: str, token: str) -> dict[str, float]:
     return counts
 
 
-def _in_process_rows_per_s(model: Path, threads: int, seconds: float) -> float:
+def _in_process_rows_per_s(model: Path, threads: int, seconds: float, rows: int = ROWS) -> float:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), session_options(threads))
-    x = np.random.default_rng(0).normal(size=(ROWS, N_FEATURES)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(rows, N_FEATURES)).astype(np.float32)
     session.run(None, {"features": x})
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         session.run(None, {"features": x})
         count += 1
-    return count * ROWS / (time.perf_counter() - start)
+    return count * rows / (time.perf_counter() - start)
 
 
 def _v2_body(rows: int) -> tuple[bytes, int]:
@@ -298,7 +306,18 @@ def _v2_json_body() -> bytes:
     return json.dumps(doc).encode()
 
 
-def run(smoke: bool) -> dict[str, Any]:
+def _tuning(items: list[str]) -> dict[str, Any]:
+    """``--setting KEY=VALUE`` pairs as InferenceSettings overrides (numbers parsed)."""
+    tuning: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--setting wants KEY=VALUE, got {item!r}")
+        tuning[key] = json.loads(value)
+    return tuning
+
+
+def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench/serve.py needs {tool}: apt-get install -y {package}")
@@ -322,22 +341,26 @@ def run(smoke: bool) -> dict[str, Any]:
         body, header_len = _v2_body(ROWS)
         v2_headers = {**auth, "Inference-Header-Content-Length": str(header_len)}
         v2_json = _v2_json_body()
+        medium, medium_len = _v2_body(MEDIUM_ROWS)
+        medium_headers = {**auth, "Inference-Header-Content-Length": str(medium_len)}
         grpc_one, grpc_big = _grpc_message(1), _grpc_message(ROWS)
         grpc_port = free_port()
         grpc_target = f"127.0.0.1:{grpc_port}"
         ours_args = ["--serve-ours", "--repo", str(work / "repo"), "--data", str(work / "data"),
                      "--grpc-port", str(grpc_port)]  # fmt: skip
+        ours_args += [f"--setting={k}={json.dumps(v)}" for k, v in tuning.items()]
         bare_args = ["--serve-bare", "--model", str(model), "--threads", str(threads)]
         infer = "/v2/models/mlp/infer"
         with (
             _server(bare_args, "/health") as bare_url,
             _server(ours_args, "/v2/health/ready") as url,
         ):
-            in_process = []
+            in_process, in_process_medium = [], []
             _wrk(bare_url + "/json", json_body, {}, 64, 1, work)  # warm-ups
             _wrk(url + "/json", json_body, auth, 64, 1, work)
             _wrk(url + infer, v2_json, auth, 64, 1, work)
             _wrk(url + infer, body, v2_headers, 4, 1, work)
+            _wrk(url + infer, medium, medium_headers, MEDIUM_CONNECTIONS, 1, work)
             _h2load(grpc_target, grpc_one, token, 64, 1, work)
             before = _grpc_outcomes(url, token)
             for _ in range(rounds):
@@ -345,19 +368,31 @@ def run(smoke: bool) -> dict[str, Any]:
                 measure("json", _wrk(url + "/json", json_body, auth, 64, seconds, work))
                 measure("v2_json", _wrk(url + infer, v2_json, auth, 64, seconds, work))
                 measure("binary", _wrk(url + infer, body, v2_headers, 4, seconds, work))
+                measure(
+                    "medium",
+                    _wrk(url + infer, medium, medium_headers, MEDIUM_CONNECTIONS, seconds, work),
+                )
                 measure("grpc", _h2load(grpc_target, grpc_one, token, 64, seconds, work))
                 measure("grpc_binary", _h2load(grpc_target, grpc_big, token, 4, seconds, work))
                 in_process.append(_in_process_rows_per_s(model, threads, seconds / 2))
+                in_process_medium.append(
+                    _in_process_rows_per_s(model, threads, seconds / 2, MEDIUM_ROWS)
+                )
             after = _grpc_outcomes(url, token)
     counted = sum(r["done"] for name in ("grpc", "grpc_binary") for r in runs[name])
     served_ok = after.get("ok", 0) - before.get("ok", 0)
-    failed = {k: v - before.get(k, 0) for k, v in after.items() if k != "ok"}
+    # "cancelled": streams h2load cut at the end of its -D duration, not failures.
+    failed = {k: v - before.get(k, 0) for k, v in after.items() if k not in ("ok", "cancelled")}
     if served_ok < counted or any(failed.values()):
         raise RuntimeError(f"gRPC: h2load counted {counted}, server ok {served_ok}, {failed}")
     best = {name: max(r, key=lambda m: m["rps"]) for name, r in runs.items()}
     bare, in_process_best = best["bare"], max(in_process)
     binary_rows = best["binary"]["rps"] * ROWS
     grpc_rows = best["grpc_binary"]["rps"] * ROWS
+    medium_rows, in_process_medium_best = (
+        best["medium"]["rps"] * MEDIUM_ROWS,
+        max(in_process_medium),
+    )
     return {
         "benchmark": "serve",
         "smoke": smoke,
@@ -366,6 +401,7 @@ def run(smoke: bool) -> dict[str, Any]:
         "rounds": rounds,
         "seconds_per_run": seconds,
         "auth": auth_kind,
+        "settings": tuning,
         "json_ratio": round(best["json"]["rps"] / bare["rps"], 3),
         "json_rps": round(best["json"]["rps"], 1),
         "json_p50_ms": best["json"]["p50_ms"],
@@ -387,6 +423,11 @@ def run(smoke: bool) -> dict[str, Any]:
         "grpc_binary_ratio": round(grpc_rows / in_process_best, 3),
         "grpc_binary_rows_per_s": round(grpc_rows),
         "in_process_rows_per_s": round(in_process_best),
+        "medium_batch_ratio": round(medium_rows / in_process_medium_best, 3),
+        "medium_rows_per_s": round(medium_rows),
+        "medium_p50_ms": best["medium"]["p50_ms"],
+        "medium_p99_ms": best["medium"]["p99_ms"],
+        "in_process_medium_rows_per_s": round(in_process_medium_best),
         "grpc_requests_checked": int(counted),
     }
 
@@ -403,14 +444,22 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an InferenceSettings override for our server (JSON value), e.g. "
+        "inline_budget_us=50; reported in the output",
+    )
     args = parser.parse_args()
     if args.serve_ours:
-        serve_ours(args.port, args.repo, args.data, args.grpc_port)
+        serve_ours(args.port, args.repo, args.data, args.grpc_port, _tuning(args.setting))
         return 0
     if args.serve_bare:
         serve_bare(args.port, args.model, args.threads)
         return 0
-    result = run(args.smoke)
+    result = run(args.smoke, _tuning(args.setting))
     if not args.json:
         for key, value in result.items():
             print(f"{key:>24}: {value}")

@@ -18,6 +18,8 @@ fails a batch it shares with others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -47,7 +49,14 @@ class _Pending:
 
 
 class Batcher:
-    """Queue and coalesce requests for one model version (use from the event loop only)."""
+    """Queue and coalesce requests for one model version (``submit`` from the event loop).
+
+    With an executor and no queue delay, batches chain in the inference thread: when one
+    finishes, the thread takes the next from the queue at once (under a lock) and hands
+    the results back to the loop, so the model never waits for the loop to come round to
+    a drain task between batches. Otherwise (no executor, or ``max_queue_delay_ms`` to
+    wait for company) a drain task on the loop takes the batches.
+    """
 
     def __init__(
         self,
@@ -66,6 +75,8 @@ class Batcher:
         self._executed = executed
         self._name = name
         self._inline_rows = inline_rows
+        # The queue and its counters are shared with the inference thread: under _lock.
+        self._lock = threading.Lock()
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._draining = False
@@ -87,23 +98,27 @@ class Batcher:
         Raises Overloaded when the queue is full, or whatever the model run raised.
         """
         policy = self._policy
-        if len(self._queue) >= policy.max_queue_size or (
-            self._queue and self._queued_rows + rows > policy.max_queue_rows
-        ):
-            msg = (
-                f"model {self._name!r} is overloaded ({len(self._queue)} requests, "
-                f"{self._queued_rows} rows queued); retry later"
-            )
-            raise Overloaded(msg, retry_after=1.0)
         if not self._draining and rows <= self._inline_rows and policy.max_queue_delay_ms <= 0:
             return self._run_now(inputs, rows)
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, loop.create_future())
-        self._queue.append(pending)
-        self._queued_rows += rows
-        if not self._draining:
-            self._draining = True
-            self._task = loop.create_task(self._drain())
+        with self._lock:
+            if len(self._queue) >= policy.max_queue_size or (
+                self._queue and self._queued_rows + rows > policy.max_queue_rows
+            ):
+                msg = (
+                    f"model {self._name!r} is overloaded ({len(self._queue)} requests, "
+                    f"{self._queued_rows} rows queued); retry later"
+                )
+                raise Overloaded(msg, retry_after=1.0)
+            self._queue.append(pending)
+            self._queued_rows += rows
+            start, self._draining = not self._draining, True
+        if start:
+            if self._executor is None or policy.max_queue_delay_ms > 0:
+                self._task = loop.create_task(self._drain())
+            else:
+                self._chain(loop)
         return await pending.future
 
     def _run_now(self, inputs: Mapping[str, np.ndarray[Any, Any]], rows: int) -> Tensors:
@@ -116,11 +131,56 @@ class Batcher:
             self._executed(rows, [0.0], time.perf_counter() - start)
         return outputs
 
+    # ---- batches chained in the inference thread --------------------------------------
+
+    def _chain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the next batch in the executor (from the loop or the inference thread)."""
+        assert self._executor is not None
+        try:
+            self._executor.submit(self._work, loop)
+        except RuntimeError as exc:  # shut down: whoever still waits is told why
+            with self._lock:
+                batch, self._draining = list(self._queue), False
+                self._queue.clear()
+                self._queued_rows = 0
+            self._post(loop, batch, None, exc, 0.0, 0.0)
+
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        # In the inference thread: one batch, its results to the loop, then the next.
+        with self._lock:
+            if not self._queue:
+                self._draining = False
+                return
+            batch = self._take()
+        start = time.perf_counter()
+        outputs, error = None, None
+        try:
+            outputs = self._run(_merge([p.inputs for p in batch]))
+        except Exception as exc:  # delivered to every waiting request, not swallowed
+            error = exc
+        self._post(loop, batch, outputs, error, start, time.perf_counter() - start)
+        self._chain(loop)
+
+    def _post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Pending],
+        outputs: Tensors | None,
+        error: Exception | None,
+        start: float,
+        ran: float,
+    ) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(self._finish, batch, outputs, error, start, ran)
+
+    # ---- batches drained by a task on the loop ------------------------------------------
+
     async def _drain(self) -> None:
         try:
             while self._queue:
                 await self._maybe_wait()
-                batch = self._take()
+                with self._lock:
+                    batch = self._take()
                 await self._run_batch(batch)
         finally:
             self._draining = False
@@ -136,7 +196,24 @@ class Batcher:
                 return
             await asyncio.sleep(min(remaining, 0.0005))
 
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        start = time.perf_counter()
+        merged = _merge([p.inputs for p in batch])
+        outputs, error = None, None
+        try:
+            if self._executor is None or sum(p.rows for p in batch) <= self._inline_rows:
+                outputs = self._run(merged)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(self._executor, self._run, merged)
+        except Exception as exc:  # delivered to every waiting request, not swallowed
+            error = exc
+        self._finish(batch, outputs, error, start, time.perf_counter() - start)
+
+    # ---- shared -------------------------------------------------------------------------
+
     def _take(self) -> list[_Pending]:
+        # Under _lock.
         batch = [self._queue.popleft()]
         rows = batch[0].rows
         while self._queue and rows + self._queue[0].rows <= self._policy.max_batch_size:
@@ -146,21 +223,21 @@ class Batcher:
         self._queued_rows -= rows
         return batch
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        start = time.perf_counter()
-        merged = _merge([p.inputs for p in batch])
-        try:
-            if self._executor is None or sum(p.rows for p in batch) <= self._inline_rows:
-                outputs = self._run(merged)
-            else:
-                loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(self._executor, self._run, merged)
-        except Exception as exc:  # delivered to every waiting request, not swallowed
+    def _finish(
+        self,
+        batch: list[_Pending],
+        outputs: Tensors | None,
+        error: Exception | None,
+        start: float,
+        ran: float,
+    ) -> None:
+        """On the loop: record the batch and answer each of its requests."""
+        if outputs is None:
+            failure = error or RuntimeError("the inference threads were shut down")
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(exc)
+                    p.future.set_exception(failure)
             return
-        ran = time.perf_counter() - start
         if self._observe is not None or self._executed is not None:
             rows, waits = sum(p.rows for p in batch), [start - p.enqueued for p in batch]
             if self._observe is not None:

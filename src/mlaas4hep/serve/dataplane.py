@@ -237,7 +237,7 @@ class DataPlane:
             rows = check_inputs(loaded, request.inputs, request.datatypes)
             computed = time.perf_counter()
             outputs = await loaded.batcher.submit(request.inputs, rows)
-            defaults = tuple(t.name for t in loaded.metadata.outputs)
+            defaults = loaded.output_names
         ran = time.perf_counter()
         return _select_outputs(loaded, request, outputs, defaults), rows, computed, ran
 
@@ -306,6 +306,8 @@ class DataPlane:
     ) -> None:
         if isinstance(exc, Overloaded):
             outcome = "overloaded"
+        elif isinstance(exc, asyncio.CancelledError):  # the client went away first
+            outcome = "cancelled"
         elif isinstance(exc, Mlaas4hepError):
             outcome = "client_error"
         else:
@@ -411,7 +413,7 @@ def _needed(action: str, name: str) -> str:
 
 def check_inputs(loaded: LoadedVersion, inputs: dict[str, Array], datatypes: dict[str, str]) -> int:
     """Check tensors against the model's inputs; return the common batch size (rows)."""
-    specs = {t.name: t for t in loaded.metadata.inputs}
+    specs = loaded.input_specs
     if inputs.keys() != specs.keys():
         msg = (
             f"model {loaded.name!r} takes inputs {sorted(specs)}, the request sent {sorted(inputs)}"
@@ -441,7 +443,7 @@ def _check_tensor(spec: TensorSpec, array: Array, datatype: str) -> int:
 def _is_raw(loaded: LoadedVersion, request: InferRequest) -> bool:
     """A request for the raw columns: the model takes them and the feature tensors are
     not what was sent (the feature-tensor path is then exactly as for any model)."""
-    features = {t.name for t in loaded.metadata.inputs}
+    features = loaded.input_specs.keys()
     if request.inputs.keys() == features:
         return False
     if loaded.raw.reason:  # it carries preprocessing that cannot be served: say why

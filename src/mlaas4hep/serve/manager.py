@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from mlaas4hep.artifact import INPUT_TENSOR, MODEL_FILE, OUTPUT_TENSOR
 from mlaas4hep.errors import Mlaas4hepError, NotFound, SpecError, closest
 from mlaas4hep.serve.batching import Batcher
-from mlaas4hep.serve.metadata import ModelMetadata
+from mlaas4hep.serve.metadata import ModelMetadata, TensorSpec
 from mlaas4hep.serve.metrics import InferenceMetrics
 from mlaas4hep.serve.raw import RawLoader, RawSupport
 from mlaas4hep.serve.repository import ModelConfig, ModelRepository
@@ -41,6 +42,14 @@ class LoadedVersion:
     config: ModelConfig
     raw: RawSupport = field(default_factory=RawSupport)  # raw event columns (serve/raw.py)
     stats: VersionStats = field(default_factory=VersionStats)  # the statistics extension
+    # Derived once from the metadata, for the per-request checks (dataplane.check_inputs).
+    input_specs: Mapping[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        meta = self.model.metadata
+        object.__setattr__(self, "input_specs", {t.name: t for t in meta.inputs})
+        object.__setattr__(self, "output_names", tuple(t.name for t in meta.outputs))
 
     @property
     def metadata(self) -> ModelMetadata:

@@ -3,9 +3,15 @@
 Names (all prefixed ``mlaas4hep_inference_``): ``requests_total{model,version,protocol,
 outcome}``, ``request_seconds{model,protocol}``, ``queue_seconds{model}``,
 ``batch_rows{model}``, and ``models_loaded`` / ``model_version_loaded{model,version}``.
+
+Under several worker processes (``serve/workers.py``) prometheus_client's multiprocess
+mode is on (``PROMETHEUS_MULTIPROC_DIR``): ``render`` sums the counters and histograms of
+every worker, and the gauges carry a ``pid`` label per live worker.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -60,9 +66,13 @@ class InferenceMetrics:
             "1 while a model version is loaded and serving.",
             ["model", "version"],
             registry=self.registry,
+            multiprocess_mode="liveall",  # per worker; a dead worker's values are dropped
         )
         self._models = Gauge(
-            prefix + "models_loaded", "Model versions loaded.", registry=self.registry
+            prefix + "models_loaded",
+            "Model versions loaded.",
+            registry=self.registry,
+            multiprocess_mode="liveall",
         )
         self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self._batch_children: dict[str, tuple[Histogram, Histogram]] = {}
@@ -70,7 +80,8 @@ class InferenceMetrics:
     def request(
         self, model: str, version: str, protocol: str, outcome: str, seconds: float
     ) -> None:
-        """Count one finished request (``outcome``: ok, client_error, overloaded, error)."""
+        """Count one finished request (``outcome``: ok, client_error, overloaded,
+        cancelled — the client went away —, error)."""
         key = (model, version, protocol, outcome)
         children = self._children.get(key)
         if children is None:  # labels() costs a lock and a dict walk: resolve once
@@ -101,5 +112,12 @@ class InferenceMetrics:
             self._models.dec()
 
     def render(self) -> bytes:
-        """The exposition text for ``/metrics``."""
-        return generate_latest(self.registry)
+        """The exposition text for ``/metrics`` (every worker's, under several)."""
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

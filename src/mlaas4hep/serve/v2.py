@@ -29,6 +29,7 @@ from mlaas4hep.serve.errors import InvalidInput
 from mlaas4hep.serve.http import (
     ErrorRoute,
     PrincipalDependency,
+    direct_route,
     encoded,
     json_response,
     read_body,
@@ -75,10 +76,21 @@ def add_v2_routes(
 
     async def infer(
         request: Request, name: str, version: str | None = None, user: Principal = caller
-    ) -> Response:
+    ) -> Response:  # the declared signature, for the OpenAPI description only
+        return await infer_direct(request)
+
+    async def infer_direct(request: Request) -> Response:
+        # The hot path, without FastAPI's parameter solving (http.direct_route): the same
+        # parameters (``version`` from the path, or the query on the unversioned route),
+        # authenticated first, as the dependency would be.
+        params = request.path_params
+        version = params.get("version")
+        if version is None and request.scope.get("query_string"):
+            version = request.query_params.get("version")
+        user = await principal(request)
         body = await read_body(request, max_body)
         content, header_length = await plane.infer(
-            user, name, version, body, _header_length(request)
+            user, params["name"], version, body, _header_length(request)
         )
         if header_length is None:
             headers, media = {}, "application/json"
@@ -140,12 +152,13 @@ def add_v2_routes(
         ("POST", "/repository/models/{name}/load", load, openapi.LOAD),
         ("POST", "/repository/models/{name}/unload", unload, openapi.UNLOAD),
     ]
+    direct = direct_route(infer_direct)
     for method, path, endpoint, doc in routes:
         router.add_api_route(
             "/v2" + path,
             endpoint,
             methods=[method],
-            route_class_override=ErrorRoute,
+            route_class_override=direct if endpoint is infer else ErrorRoute,
             tags=["v2"],
             response_class=Response,
             **doc,
