@@ -9,7 +9,8 @@ file's relative lines relative to the list), each file is uploaded once
 its place in the typed spec; ``root://``, ``http(s)://`` and ``dataset:`` entries stay as
 written, and so does an absolute path that is not on this machine (the service may read it
 from a shared file system with a ``storage.read`` grant, its policy decides). A relative
-path that names no local file is an error here: nothing on the service could resolve it. An apply request is sent as written (its inputs are the service's to resolve).
+path that names no local file is an error here: nothing on the service could resolve it.
+An apply request is sent as written (its inputs are the service's to resolve).
 """
 
 from __future__ import annotations
