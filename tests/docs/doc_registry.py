@@ -230,9 +230,18 @@ REWRITES: tuple[Rewrite, ...] = (
         "docs/inference.md#applying-a-model-to-root-files:1",
         "[--format root|parquet] [--only-passing] [--step-size N] \\\n"
         "    [--tree Events] [--model runs/other ...] [--no-ids] [--progress-json]",
-        "--format parquet --only-passing --step-size 5000 \\\n"
-        "    --tree Events --no-ids --progress-json",
-        "[...] marks optional arguments: all taken (--model runs/other names another bundle)",
+        "--format root --step-size 5000 \\\n"
+        "    --tree Events --progress-json",
+        "[...] marks optional arguments: those the joining example below needs (ROOT friends "
+        "with identifiers, every entry); parquet, --only-passing, --no-ids and --model are "
+        "run by tests/integration/test_apply.py",
+    ),
+    Rewrite(
+        "examples/tth-vs-qcd.yaml#header:1",
+        "--out runs/tth",
+        "--out runs/tth-example",
+        "runs/tth already holds the session's run (the README's, downloaded by the setup); "
+        "`mlaas4hep run` refuses to overwrite a run, as it should",
     ),
     Rewrite(
         "docs/inference.md#applying-a-model-to-root-files:4",
