@@ -230,8 +230,7 @@ REWRITES: tuple[Rewrite, ...] = (
         "docs/inference.md#applying-a-model-to-root-files:1",
         "[--format root|parquet] [--only-passing] [--step-size N] \\\n"
         "    [--tree Events] [--model runs/other ...] [--no-ids] [--progress-json]",
-        "--format root --step-size 5000 \\\n"
-        "    --tree Events --progress-json",
+        "--format root --step-size 5000 \\\n    --tree Events --progress-json",
         "[...] marks optional arguments: those the joining example below needs (ROOT friends "
         "with identifiers, every entry); parquet, --only-passing, --no-ids and --model are "
         "run by tests/integration/test_apply.py",
