@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hardening_servers import Service
+from hardening_servers import JOB_SCOPES, Service
 
 FAKE_JOB = Path(__file__).parents[1] / "unit" / "jobs" / "fake_job.py"
 SOAK_JOBS = 60
@@ -47,8 +47,9 @@ def spec(i: int) -> dict[str, object]:
         "description": "fake: " + json.dumps(fake),
         "data": {
             "datasets": [
-                {"name": "a", "files": ["a.root"], "label": 1},
-                {"name": "b", "files": ["b.root"], "label": 0},
+                # paths on the service's side (the fake job reads nothing), granted below
+                {"name": "a", "files": ["/soak/a.root"], "label": 1},
+                {"name": "b", "files": ["/soak/b.root"], "label": 0},
             ]
         },
         "preprocess": {"features": {"scalars": ["MET_pt"]}},
@@ -120,7 +121,9 @@ def test_soak_many_small_jobs_leave_nothing_behind(service: Service, figures) ->
     start = time.monotonic()
     jobs: dict[str, int] = {}
     with httpx.Client(
-        base_url=service.url + "/api/v1", headers=service.headers(), timeout=60
+        base_url=service.url + "/api/v1",
+        headers=service.headers(scopes=(*JOB_SCOPES, "storage.read:/soak")),
+        timeout=60,
     ) as client:
         jobs.update(run_wave(client, 0))
         time.sleep(0.5)

@@ -22,9 +22,9 @@ def header_commands() -> list[tuple[str, list[str]]]:
                 break
             match = re.match(r"#\s+mlaas4hep (.*)", line)
             if match:
-                # the command ends at a shell '&&' or at a parenthesised remark
+                # the command ends at a shell '&&', a parenthesised remark or a comment
                 text = re.split(r"&&|\s{2,}\(", match.group(1))[0]
-                found.append((path.name, shlex.split(text)))
+                found.append((path.name, shlex.split(text, comments=True)))
     return found
 
 
