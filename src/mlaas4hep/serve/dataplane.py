@@ -324,7 +324,15 @@ class DataPlane:
         """
         self.check(principal, "read", name)
         if version in (None, "", LATEST):
-            number = self.manager.get(name).version
+            try:
+                number = self.manager.get(name).version
+            except NotFound:
+                # published but not loaded yet (the repository poll runs every few
+                # seconds): the newest published version, as a just-deployed job says
+                published = self.manager.repository.versions(name)
+                if not published:
+                    raise
+                number = published[-1]
         else:
             number = parse_version(version) or 0
             self.manager.repository.version_dir(name, number)  # NotFound listing versions
