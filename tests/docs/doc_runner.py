@@ -264,7 +264,12 @@ class DocsSession:
         )
         # Rows of the served model's width (the doc's rows.json is the reader's).
         headers = {"Authorization": f"Bearer {self.token()}"}
-        meta = httpx.get(f"{self.url}/v2/models/tth-classifier", headers=headers, timeout=30)
+        deadline = time.monotonic() + 60  # the repository poll loads what the job published
+        while True:
+            meta = httpx.get(f"{self.url}/v2/models/tth-classifier", headers=headers, timeout=30)
+            if meta.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         width = int(meta.json()["inputs"][0]["shape"][1])
         (root / "rows.json").write_text(json.dumps([[0.1] * width, [0.2] * width]))
         models = Path(self.env["HOME"]) / ".local" / "share" / "mlaas4hep" / "models"
