@@ -14,6 +14,10 @@
     Runtime (``grpc_binary_ratio``, target >= 0.7). h2load counts HTTP/2 answers, and a
     gRPC error is an HTTP 200 with a ``grpc-status`` trailer, so the server's own metrics
     (``outcome="ok"`` of protocol ``grpc``) must account for every request counted.
+    The floor of grpcio itself is measured in the same run: a ``grpc.aio`` server that
+    answers every ``ModelInfer`` with a prebuilt response (no auth, no model):
+    ``grpc_floor_ratio`` = that server's req/s / the bare server's, and ``grpc_of_floor`` =
+    ours / that floor (what our auth, decoding, model run and encoding cost on top).
 (e) V2 binary requests of 256 rows from 16 connections, which the dynamic batcher
     coalesces, against in-process ONNX Runtime on 256-row batches:
     ``medium_batch_ratio`` (rows/s; batching should bring it where large batches are).
@@ -135,6 +139,44 @@ def serve_bare(port: int, model: Path, threads: int) -> None:
         loop="uvloop",
         http="httptools",
     )
+
+
+def serve_grpc_floor(port: int, grpc_port: int) -> None:
+    """grpcio's own floor: a ``grpc.aio`` server (uvloop, as ours) whose ``ModelInfer``
+    returns a prebuilt one-row answer, no auth, no model; plus a health route for _server."""
+    import asyncio
+
+    import grpc
+    import uvicorn
+    import uvloop
+    from fastapi import FastAPI
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc
+
+    answer = pb.ModelInferResponse(model_name="mlp", model_version="1")
+    answer.outputs.add(name="score", datatype="FP32", shape=[1, 1])
+    answer.raw_output_contents.append(np.zeros(1, np.float32).tobytes())
+
+    class Floor(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+        async def ModelInfer(self, request: Any, context: Any) -> Any:
+            return answer
+
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Floor(), server)
+        server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+        await server.start()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        await uvicorn.Server(config).serve()
+
+    uvloop.install()
+    asyncio.run(main())
 
 
 # ---- driving them ------------------------------------------------------------------------
@@ -344,16 +386,18 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
         medium, medium_len = _v2_body(MEDIUM_ROWS)
         medium_headers = {**auth, "Inference-Header-Content-Length": str(medium_len)}
         grpc_one, grpc_big = _grpc_message(1), _grpc_message(ROWS)
-        grpc_port = free_port()
-        grpc_target = f"127.0.0.1:{grpc_port}"
+        grpc_port, floor_port = free_port(), free_port()
+        grpc_target, floor_target = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{floor_port}"
         ours_args = ["--serve-ours", "--repo", str(work / "repo"), "--data", str(work / "data"),
                      "--grpc-port", str(grpc_port)]  # fmt: skip
         ours_args += [f"--setting={k}={json.dumps(v)}" for k, v in tuning.items()]
         bare_args = ["--serve-bare", "--model", str(model), "--threads", str(threads)]
         infer = "/v2/models/mlp/infer"
+        floor_args = ["--serve-grpc-floor", "--grpc-port", str(floor_port)]
         with (
             _server(bare_args, "/health") as bare_url,
             _server(ours_args, "/v2/health/ready") as url,
+            _server(floor_args, "/health"),
         ):
             in_process, in_process_medium = [], []
             _wrk(bare_url + "/json", json_body, {}, 64, 1, work)  # warm-ups
@@ -362,6 +406,7 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
             _wrk(url + infer, body, v2_headers, 4, 1, work)
             _wrk(url + infer, medium, medium_headers, MEDIUM_CONNECTIONS, 1, work)
             _h2load(grpc_target, grpc_one, token, 64, 1, work)
+            _h2load(floor_target, grpc_one, token, 64, 1, work)
             before = _grpc_outcomes(url, token)
             for _ in range(rounds):
                 measure("bare", _wrk(bare_url + "/json", json_body, {}, 64, seconds, work))
@@ -373,6 +418,7 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
                     _wrk(url + infer, medium, medium_headers, MEDIUM_CONNECTIONS, seconds, work),
                 )
                 measure("grpc", _h2load(grpc_target, grpc_one, token, 64, seconds, work))
+                measure("grpc_floor", _h2load(floor_target, grpc_one, token, 64, seconds, work))
                 measure("grpc_binary", _h2load(grpc_target, grpc_big, token, 4, seconds, work))
                 in_process.append(_in_process_rows_per_s(model, threads, seconds / 2))
                 in_process_medium.append(
@@ -412,6 +458,8 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
         "v2_json_p99_ms": best["v2_json"]["p99_ms"],
         "grpc_ratio": round(best["grpc"]["rps"] / bare["rps"], 3),
         "grpc_rps": round(best["grpc"]["rps"], 1),
+        "grpc_floor_ratio": round(best["grpc_floor"]["rps"] / bare["rps"], 3),
+        "grpc_of_floor": round(best["grpc"]["rps"] / best["grpc_floor"]["rps"], 3),
         "grpc_mean_ms": best["grpc"].get("mean_ms"),
         "bare_rps": round(bare["rps"], 1),
         "bare_p50_ms": bare["p50_ms"],
@@ -438,6 +486,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a few seconds only (CI)")
     parser.add_argument("--serve-ours", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-grpc-floor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -458,6 +507,9 @@ def main() -> int:
         return 0
     if args.serve_bare:
         serve_bare(args.port, args.model, args.threads)
+        return 0
+    if args.serve_grpc_floor:
+        serve_grpc_floor(args.port, args.grpc_port)
         return 0
     result = run(args.smoke, _tuning(args.setting))
     if not args.json:
