@@ -183,7 +183,7 @@ def serve_grpc_floor(port: int, grpc_port: int) -> None:
 
 
 @contextmanager
-def _server(args: list[str], health: str) -> Iterator[str]:
+def _server(args: list[str], health: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, *args, "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
@@ -198,7 +198,7 @@ def _server(args: list[str], health: str) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server {args[0]} did not start")
             time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -239,7 +239,19 @@ def _wrk(
     if bad or errors:
         raise RuntimeError(f"wrk saw failed requests:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50_ms": _percentile(out, "50%"), "p99_ms": _percentile(out, "99%")}
+    done = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {
+        "rps": rps,
+        "done": done,
+        "p50_ms": _percentile(out, "50%"),
+        "p99_ms": _percentile(out, "99%"),
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process *pid* so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(out: str, which: str) -> float:
@@ -369,7 +381,12 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
     threads = max(1, min(4, os.cpu_count() or 1))
     runs: dict[str, list[dict[str, float]]] = {}
 
-    def measure(name: str, result: dict[str, float]) -> None:
+    def measure(name: str, pid: int, load: Callable[[], dict[str, float]]) -> None:
+        """One run of *load*, with the server's CPU seconds per request it answered."""
+        before = _cpu_seconds(pid)
+        result = load()
+        spent = _cpu_seconds(pid) - before
+        result["cpu_us"] = round(spent / max(result["done"], 1.0) * 1e6, 1)
         runs.setdefault(name, []).append(result)
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -395,9 +412,9 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
         infer = "/v2/models/mlp/infer"
         floor_args = ["--serve-grpc-floor", "--grpc-port", str(floor_port)]
         with (
-            _server(bare_args, "/health") as bare_url,
-            _server(ours_args, "/v2/health/ready") as url,
-            _server(floor_args, "/health"),
+            _server(bare_args, "/health") as (bare_url, bare_pid),
+            _server(ours_args, "/v2/health/ready") as (url, ours_pid),
+            _server(floor_args, "/health") as (_floor_url, floor_pid),
         ):
             in_process, in_process_medium = [], []
             _wrk(bare_url + "/json", json_body, {}, 64, 1, work)  # warm-ups
@@ -409,17 +426,46 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
             _h2load(floor_target, grpc_one, token, 64, 1, work)
             before = _grpc_outcomes(url, token)
             for _ in range(rounds):
-                measure("bare", _wrk(bare_url + "/json", json_body, {}, 64, seconds, work))
-                measure("json", _wrk(url + "/json", json_body, auth, 64, seconds, work))
-                measure("v2_json", _wrk(url + infer, v2_json, auth, 64, seconds, work))
-                measure("binary", _wrk(url + infer, body, v2_headers, 4, seconds, work))
+                measure(
+                    "bare",
+                    bare_pid,
+                    lambda: _wrk(bare_url + "/json", json_body, {}, 64, seconds, work),
+                )
+                measure(
+                    "json",
+                    ours_pid,
+                    lambda: _wrk(url + "/json", json_body, auth, 64, seconds, work),
+                )
+                measure(
+                    "v2_json", ours_pid, lambda: _wrk(url + infer, v2_json, auth, 64, seconds, work)
+                )
+                measure(
+                    "binary",
+                    ours_pid,
+                    lambda: _wrk(url + infer, body, v2_headers, 4, seconds, work),
+                )
                 measure(
                     "medium",
-                    _wrk(url + infer, medium, medium_headers, MEDIUM_CONNECTIONS, seconds, work),
+                    ours_pid,
+                    lambda: _wrk(
+                        url + infer, medium, medium_headers, MEDIUM_CONNECTIONS, seconds, work
+                    ),
                 )
-                measure("grpc", _h2load(grpc_target, grpc_one, token, 64, seconds, work))
-                measure("grpc_floor", _h2load(floor_target, grpc_one, token, 64, seconds, work))
-                measure("grpc_binary", _h2load(grpc_target, grpc_big, token, 4, seconds, work))
+                measure(
+                    "grpc",
+                    ours_pid,
+                    lambda: _h2load(grpc_target, grpc_one, token, 64, seconds, work),
+                )
+                measure(
+                    "grpc_floor",
+                    floor_pid,
+                    lambda: _h2load(floor_target, grpc_one, token, 64, seconds, work),
+                )
+                measure(
+                    "grpc_binary",
+                    ours_pid,
+                    lambda: _h2load(grpc_target, grpc_big, token, 4, seconds, work),
+                )
                 in_process.append(_in_process_rows_per_s(model, threads, seconds / 2))
                 in_process_medium.append(
                     _in_process_rows_per_s(model, threads, seconds / 2, MEDIUM_ROWS)
@@ -459,6 +505,10 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
         "grpc_ratio": round(best["grpc"]["rps"] / bare["rps"], 3),
         "grpc_rps": round(best["grpc"]["rps"], 1),
         "grpc_floor_ratio": round(best["grpc_floor"]["rps"] / bare["rps"], 3),
+        "cpu_us_per_request": {name: _least_cpu(r) for name, r in sorted(runs.items())},
+        "v2_json_cpu_ratio": _cpu_ratio(runs, "v2_json"),
+        "grpc_cpu_ratio": _cpu_ratio(runs, "grpc"),
+        "grpc_floor_cpu_ratio": _cpu_ratio(runs, "grpc_floor"),
         "grpc_of_floor": round(best["grpc"]["rps"] / best["grpc_floor"]["rps"], 3),
         "grpc_mean_ms": best["grpc"].get("mean_ms"),
         "bare_rps": round(bare["rps"], 1),
@@ -478,6 +528,16 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
         "in_process_medium_rows_per_s": round(in_process_medium_best),
         "grpc_requests_checked": int(counted),
     }
+
+
+def _least_cpu(results: list[dict[str, float]]) -> float:
+    return min(r["cpu_us"] for r in results)
+
+
+def _cpu_ratio(runs: dict[str, list[dict[str, float]]], name: str) -> float:
+    """The bare server's CPU per 1-row request / *name*'s: the req/s ratio the two would
+    reach if each had a core of its own (a shared machine moves req/s, not CPU per call)."""
+    return round(_least_cpu(runs["bare"]) / _least_cpu(runs[name]), 3)
 
 
 def main() -> int:
