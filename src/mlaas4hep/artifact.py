@@ -68,6 +68,15 @@ PROP_NORMALIZE = "mlaas4hep.normalize"
 PROP_INPUT = "mlaas4hep.input"
 PROP_OUTPUT = "mlaas4hep.output"
 PROP_SPEC_HASH = "mlaas4hep.spec_hash"
+PROP_INPUTS = "mlaas4hep.inputs"
+#: The event-level scalars' tensor of a graph with one input per object collection.
+SCALARS_INPUT = "scalars"
+#: A k-folded model's optional input (int64, (batch,)): the fold whose model scores each
+#: row (``preprocess.split.assign_fold`` of its identifiers); -1 or absent: the mean of the
+#: k models (docs/training.md, "k-folding").
+FOLD_INPUT = "fold"
+FOLD_AVERAGE = -1
+PROP_FOLDS = "mlaas4hep.folds"
 
 # -- applying: the output columns --------------------------------------------------------------
 #: Score of an event that fails the cuts (its ``<model>_pass`` flag is false).
@@ -92,6 +101,65 @@ def pass_column(model: str) -> str:
 
 
 @dataclass(frozen=True)
+class InputBlock:
+    """One input tensor of a graph with several (set-based models: one per collection).
+
+    ``shape`` is the per-event shape (``(n_scalars,)`` or ``(objects, fields)``) and
+    ``features`` the feature columns that fill it, row-major over ``shape``: the tensor of
+    a batch is ``X[:, columns(features)].reshape(n, *shape)`` of the flat feature matrix.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    features: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "features": list(self.features)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> InputBlock:
+        try:
+            block = cls(
+                str(data["name"]),
+                tuple(int(d) for d in data["shape"]),
+                tuple(str(f) for f in data["features"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"{where}: an input needs 'name', 'shape' and 'features'; got {data!r}"
+            raise SpecError(msg) from exc
+        if math.prod(block.shape) != len(block.features):
+            msg = (
+                f"{where}: input {block.name!r} of shape {block.shape} has "
+                f"{len(block.features)} features"
+            )
+            raise SpecError(msg)
+        return block
+
+
+def onnx_feeds(
+    X: np.ndarray[Any, Any], names: Sequence[str], inputs: Sequence[InputBlock] = ()
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The ONNX Runtime feed of a flat feature matrix *X* (columns in *names* order).
+
+    One ``features`` tensor when *inputs* is empty; else one tensor per ``InputBlock``.
+    """
+    X = np.ascontiguousarray(X, dtype=INPUT_DTYPE)
+    if not inputs:
+        return {INPUT_TENSOR: X}
+    where = {name: i for i, name in enumerate(names)}
+    try:
+        return {
+            b.name: np.ascontiguousarray(
+                X[:, [where[f] for f in b.features]].reshape(len(X), *b.shape)
+            )
+            for b in inputs
+        }
+    except KeyError as exc:
+        msg = f"input feature {exc.args[0]!r} is not a feature column; the bundle is inconsistent"
+        raise SpecError(msg) from exc
+
+
+@dataclass(frozen=True)
 class BundleFeatures:
     """``features.json``: what applying a model needs besides ``spec.yaml``.
 
@@ -110,11 +178,15 @@ class BundleFeatures:
     branches: Mapping[str, str] = field(default_factory=dict)
     tree: str | None = None
     format: str = BUNDLE_FORMAT
+    #: The graph's input tensors when it has several (set-based models); empty: ``features``.
+    inputs: tuple[InputBlock, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        several = {"inputs": [b.to_json() for b in self.inputs]} if self.inputs else {}
         return {
             "format": self.format,
-            "input": INPUT_TENSOR,
+            "input": INPUT_TENSOR if not self.inputs else None,
+            **several,
             "output": OUTPUT_TENSOR,
             "features": list(self.features),
             "task": self.task,
@@ -152,6 +224,7 @@ class BundleFeatures:
                 branches={str(k): str(v) for k, v in (data.get("branches") or {}).items()},
                 tree=None if data.get("tree") is None else str(data["tree"]),
                 format=fmt,
+                inputs=tuple(InputBlock.from_json(b, where) for b in data.get("inputs") or ()),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             msg = (

@@ -38,15 +38,70 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """One input dataset: a name, its files and the label attached to its events."""
+    """One input dataset: a name, its files, the label of its events and its own steps.
+
+    ``define`` and ``cuts`` apply to this dataset only (docs/pipeline.md, *Per-dataset
+    cuts, defines and labels*): a define of the same name as a ``preprocess.define``
+    replaces it in place, other names are added after the global defines; the cuts come
+    after the global ones. ``label`` is a number or a label expression; ``class`` names
+    one of ``preprocess.classes`` (several datasets may name the same class).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+-]+$")
     files: list[str] = Field(
         min_length=1,
         description="local paths, globs, @filelist.txt, root:// or http(s):// URLs",
     )
-    label: int | float | None = None
+    label: int | float | str | None = Field(
+        default=None, description="target of its events: a number, or a label expression"
+    )
+    class_: str | None = Field(
+        default=None, alias="class", min_length=1, max_length=200,
+        description="the class of its events: one of preprocess.classes",
+    )  # fmt: skip
     weight: str | None = Field(default=None, description="per-event weight expression")
+    define: dict[str, str] = Field(
+        default_factory=dict, description="this dataset's defines: override or add, ordered"
+    )
+    cuts: list[str | CutSpec] = Field(
+        default_factory=list, description="this dataset's cuts, after the global ones"
+    )
+
+    @field_validator("label")
+    @classmethod
+    def _label_text(cls, label: int | float | str | None) -> int | float | str | None:
+        if isinstance(label, str) and not 0 < len(label.strip()) <= 2000:
+            raise ValueError("a label expression must be 1 to 2000 characters")
+        return label
+
+    @field_validator("define")
+    @classmethod
+    def _define_names(cls, define: dict[str, str]) -> dict[str, str]:
+        for name in define:
+            _check_name(name, "define")
+        return define
+
+    @model_validator(mode="after")
+    def _label_or_class(self) -> DatasetSpec:
+        if self.label is not None and self.class_ is not None:
+            msg = (
+                f"dataset {self.name!r} has both label ({self.label!r}) and class "
+                f"({self.class_!r}): give one of them"
+            )
+            raise ValueError(msg)
+        return self
+
+    def cut_list(self) -> list[CutSpec]:
+        """This dataset's cuts as ``CutSpec`` objects (see ``PreprocessSpec.cut_list``)."""
+        return _cut_specs(self.cuts)
 
 
 class RemoteSpec(_Strict):
@@ -180,6 +235,89 @@ class SplitSpec(_Strict):
         return self
 
 
+class ReweightAxisSpec(_Strict):
+    """One variable of a reweighting and its binning: ``edges``, or ``n`` bins in [lo, hi)."""
+
+    expr: str = Field(
+        min_length=1, max_length=2000, description="per-event expression: a branch, a define, ..."
+    )
+    edges: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None, description="bin edges, strictly increasing"
+    )
+    n: int | None = Field(default=None, ge=1, le=10_000, description="number of equal bins")
+    lo: float | None = Field(default=None, allow_inf_nan=False, description="first edge")
+    hi: float | None = Field(default=None, allow_inf_nan=False, description="last edge")
+
+    @model_validator(mode="after")
+    def _one_binning(self) -> ReweightAxisSpec:
+        uniform = (self.n, self.lo, self.hi)
+        if self.edges is not None:
+            if any(v is not None for v in uniform):
+                msg = f"{self.expr!r}: give either edges or n/lo/hi, not both"
+                raise ValueError(msg)
+            e = self.edges
+            if not 2 <= len(e) <= 10_001 or any(e[i + 1] <= e[i] for i in range(len(e) - 1)):
+                msg = (
+                    f"{self.expr!r}: edges must be 2 to 10001 strictly increasing numbers, "
+                    f"got {e!r}"
+                )
+                raise ValueError(msg)
+        elif any(v is None for v in uniform):
+            msg = f"{self.expr!r}: give the binning: edges: [...], or n, lo and hi"
+            raise ValueError(msg)
+        elif not self.lo < self.hi:  # type: ignore[operator]
+            msg = f"{self.expr!r}: lo must be below hi, got lo={self.lo!r}, hi={self.hi!r}"
+            raise ValueError(msg)
+        return self
+
+    def bin_edges(self) -> list[float]:
+        """The edges, from ``edges`` or from ``n``, ``lo``, ``hi``."""
+        if self.edges is not None:
+            return list(self.edges)
+        n, lo, hi = self.n or 1, float(self.lo or 0.0), float(self.hi or 1.0)
+        return [lo + (hi - lo) * i / n for i in range(n)] + [hi]
+
+
+class ReweightSpec(_Strict):
+    """A histogram reweighting of some classes in one or two variables (docs/training.md).
+
+    Each event of a reweighted class gets its weight multiplied by target / class density
+    in its bin, clipped to ``max_weight``; ``target`` is ``flat`` or a class or dataset name.
+    """
+
+    variables: list[ReweightAxisSpec] = Field(min_length=1, max_length=2)
+    target: str = Field(
+        default="flat", min_length=1, max_length=200, description="flat, a class or a dataset"
+    )
+    classes: list[str] | None = Field(
+        default=None, description="classes reweighted; default: all but the target class"
+    )
+    max_weight: float = Field(
+        default=10.0, gt=0.0, le=1e6, description="the largest factor an event gets (clip)"
+    )
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _at_most_two(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > 2:
+            msg = (
+                f"a reweighting takes 1 or 2 variables, got {len(value)}; "
+                "use several reweightings of 1 or 2 variables instead"
+            )
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ReweightSpec:
+        bins = 1
+        for axis in self.variables:
+            bins *= len(axis.bin_edges()) - 1
+        if bins > 100_000:
+            msg = f"a reweighting has at most 100000 bins in all, got {bins}; use fewer bins"
+            raise ValueError(msg)
+        return self
+
+
 class PreprocessSpec(_Strict):
     """From raw branches to a feature matrix: define, select, cut, features, labels, split."""
 
@@ -192,10 +330,15 @@ class PreprocessSpec(_Strict):
     task: Literal["auto", "binary", "multiclass", "regression"] = "auto"
     label: str | None = Field(default=None, description="label expression; default: per dataset")
     classes: list[str] | None = Field(
-        default=None, description="class names for a multiclass label expression"
+        default=None,
+        description="class names, in class-index order: for label expressions (values "
+        "0..n-1) and for data.datasets[].class",
     )
     weight: str | None = Field(default=None, description="per-event weight expression")
     balance: bool = Field(default=False, description="reweight classes to equal total weight")
+    reweight: list[ReweightSpec] = Field(
+        default_factory=list, description="histogram reweightings (after weight, before balance)"
+    )
     normalize: Literal["standard", "minmax", "none"] = "standard"
     nonfinite: Literal["error", "drop"] = Field(
         default="error", description="NaN/inf in a feature: fail with a report, or drop events"
@@ -218,7 +361,7 @@ class PreprocessSpec(_Strict):
 
     def cut_list(self) -> list[CutSpec]:
         """The cuts as ``CutSpec`` objects (plain strings are named after themselves)."""
-        return [CutSpec(name=c, expr=c) if isinstance(c, str) else c for c in self.cuts]
+        return _cut_specs(self.cuts)
 
     def feature_count(self) -> int:
         """Number of feature columns the spec asks for."""
@@ -226,6 +369,10 @@ class PreprocessSpec(_Strict):
         for obj in self.features.objects.values():
             n += obj.length * (len(obj.fields) + int(obj.mask))
         return n
+
+
+def _cut_specs(cuts: list[str | CutSpec]) -> list[CutSpec]:
+    return [CutSpec(name=c, expr=c) if isinstance(c, str) else c for c in cuts]
 
 
 def _check_name(name: str, section: str) -> None:
@@ -257,6 +404,18 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     ),
     "sgd": ("loss", "penalty", "alpha"),
     "python": ("module", "function", "framework"),
+    "deepsets": ("phi", "rho", "pooling", "activation", "dropout"),
+    "transformer": (
+        "embed_dim",
+        "heads",
+        "layers",
+        "ff_dim",
+        "pairwise",
+        "pooling",
+        "rho",
+        "activation",
+        "dropout",
+    ),
 }
 
 
@@ -267,7 +426,7 @@ class ModelSpec(_Strict):
     another kind (``max_depth`` on an ``mlp``) is a validation error.
     """
 
-    kind: Literal["mlp", "xgboost", "sgd", "python"] = "mlp"
+    kind: Literal["mlp", "xgboost", "sgd", "python", "deepsets", "transformer"] = "mlp"
     # mlp
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(default_factory=lambda: [64, 32])
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu", "leaky_relu"] = "relu"
@@ -289,13 +448,34 @@ class ModelSpec(_Strict):
     module: str | None = Field(default=None, description="path of the user's model file")
     function: str = Field(default="build_model", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     framework: Literal["torch", "keras"] = "torch"
+    # deepsets, transformer (set-based models over preprocess.features.objects)
+    phi: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [64, 64], description="per-object network widths (deepsets)"
+    )
+    rho: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [64, 32], description="widths after pooling (+ the scalars)"
+    )
+    pooling: Literal["mean", "sum", "max"] = Field(
+        default="sum", description="over the present objects (masks exclude the padded ones)"
+    )
+    embed_dim: int = Field(default=32, ge=1, le=4096, description="transformer token width")
+    heads: int = Field(default=4, ge=1, le=64)
+    layers: int = Field(default=2, ge=1, le=48)
+    ff_dim: int = Field(default=64, ge=1, le=65536, description="feed-forward width per layer")
+    pairwise: bool = Field(
+        default=False,
+        description="attention bias from ΔR and invariant mass of object pairs (pt/eta/phi)",
+    )
 
     @model_validator(mode="after")
     def _options_of_kind(self) -> ModelSpec:
         allowed = set(MODEL_OPTIONS[self.kind]) | {"kind"}
         foreign = sorted(self.model_fields_set - allowed)
         if foreign:
-            owners = {o: k for k, opts in MODEL_OPTIONS.items() for o in opts}
+            owners: dict[str, str] = {}
+            for k, opts in MODEL_OPTIONS.items():
+                for o in opts:
+                    owners.setdefault(o, k)
             where = ", ".join(f"{o!r} (a {owners[o]} option)" for o in foreign)
             msg = (
                 f"model kind {self.kind!r} does not take {where}; options of {self.kind!r}: "
@@ -304,6 +484,13 @@ class ModelSpec(_Strict):
             raise ValueError(msg)
         if self.kind == "python" and not self.module:
             raise ValueError("model kind 'python' needs 'module': the path of your model file")
+        if self.kind == "transformer" and self.embed_dim % self.heads:
+            msg = (
+                f"model.embed_dim ({self.embed_dim!r}) must be a multiple of model.heads "
+                f"({self.heads!r}); e.g. embed_dim: "
+                f"{self.heads * max(1, self.embed_dim // self.heads)}"
+            )
+            raise ValueError(msg)
         return self
 
     @model_serializer(mode="wrap")
@@ -327,8 +514,18 @@ class TrainSpec(_Strict):
         default=3, ge=1, description="patience in epochs on the validation loss; null = off"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool | Literal["bf16", "fp16"] = Field(
+        default=False,
+        description="mixed precision on CUDA (torch engines): true = bf16 where the GPU has it, "
+        "else fp16 (with a gradient scaler); ignored on the CPU",
+    )
     seed: int = Field(default=42, ge=0, lt=2**32)
     shuffle_buffer: int = Field(default=100_000, ge=1, le=100_000_000, description="events")
+    folds: int | None = Field(
+        default=None, ge=2, le=20,
+        description="k-folding: k models, each trained without one fold of the events "
+        "(docs/training.md, k-folding); null = one model",
+    )  # fmt: skip
 
 
 class DeploySpec(_Strict):
@@ -336,6 +533,154 @@ class DeploySpec(_Strict):
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = Field(default="", max_length=2000)
+
+
+# ---------------------------------------------------------------------------------------
+# tune (hyperparameter search, train/tune.py)
+
+# Training options a search may vary (besides the options of the model's kind).
+TUNABLE_TRAIN = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "early_stopping")
+# Model options that name code, not a hyperparameter.
+_NOT_TUNABLE = frozenset({"module", "function", "framework"})
+TUNE_METRICS = ("val_loss", "val_auc", "val_accuracy")
+
+
+class IntParamSpec(_Strict):
+    """An integer option drawn from ``[low, high]`` (every ``step``, or log-uniformly)."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+
+class FloatParamSpec(_Strict):
+    """A real option drawn from ``[low, high]``, uniformly or (``log: true``) log-uniformly."""
+
+    type: Literal["float"]
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    log: bool = False
+
+
+class CategoricalParamSpec(_Strict):
+    """An option chosen among ``choices`` (lists allowed, e.g. ``model.hidden`` layouts)."""
+
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1, max_length=1000)
+
+
+ParamSpec = Annotated[
+    IntParamSpec | FloatParamSpec | CategoricalParamSpec, Field(discriminator="type")
+]
+
+
+class PruningSpec(_Strict):
+    """Stop unpromising trials early: Optuna's median rule on the per-epoch ``metric``.
+
+    A trial is stopped after an epoch when its best value so far is worse than the median
+    of the finished trials at the same epoch; not before ``startup_trials`` trials have
+    finished, nor in a trial's first ``warmup_epochs`` epochs.
+    """
+
+    enabled: bool = True
+    startup_trials: int = Field(default=2, ge=0, le=1000)
+    warmup_epochs: int = Field(default=1, ge=0, le=100_000)
+
+
+class TuneSpec(_Strict):
+    """A hyperparameter search over model and training options (docs/training.md).
+
+    ``space`` maps a spec path (``model.hidden``, ``train.lr``) to its range; every trial
+    is the spec with those values, validated again. The best trial (by ``metric`` on the
+    validation split) is the run's model.
+    """
+
+    space: dict[str, ParamSpec] = Field(min_length=1, max_length=64)
+    metric: Literal["val_loss", "val_auc", "val_accuracy"] = "val_loss"
+    direction: Literal["auto", "minimize", "maximize"] = Field(
+        default="auto", description="auto: minimize a loss, maximize AUC or accuracy"
+    )
+    n_trials: int | None = Field(default=10, ge=1, le=10_000, description="null: until timeout")
+    timeout: float | None = Field(
+        default=None, gt=0, le=30 * 86400, description="seconds; no trial starts after it"
+    )
+    parallel: int = Field(default=1, ge=1, le=256, description="trials run at once")
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = Field(default=0, ge=0, lt=2**32, description="of the sampler")
+    pruning: PruningSpec = Field(default_factory=PruningSpec)
+
+    @model_validator(mode="after")
+    def _budget(self) -> TuneSpec:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("give n_trials or timeout (or both): the search's budget")
+        for path, param in self.space.items():
+            if not isinstance(param, CategoricalParamSpec) and param.low > param.high:
+                msg = f"space.{path}: low {param.low!r} is above high {param.high!r}"
+                raise ValueError(msg)
+            if isinstance(param, IntParamSpec | FloatParamSpec) and param.log and param.low <= 0:
+                msg = f"space.{path}: log: true needs low > 0, got {param.low!r}"
+                raise ValueError(msg)
+        return self
+
+    def resolved_direction(self) -> Literal["minimize", "maximize"]:
+        """``direction``, with ``auto`` decided by the metric."""
+        if self.direction != "auto":
+            return self.direction
+        return "minimize" if self.metric == "val_loss" else "maximize"
+
+
+def tunable_paths(kind: str) -> list[str]:
+    """The spec paths a search may vary for a model of *kind*."""
+    model = [f"model.{o}" for o in MODEL_OPTIONS.get(kind, ()) if o not in _NOT_TUNABLE]
+    return model + [f"train.{o}" for o in TUNABLE_TRAIN]
+
+
+def with_params(spec: PipelineSpec, params: dict[str, Any]) -> PipelineSpec:
+    """*spec* with each ``path: value`` of *params* set, ``tune`` dropped, validated again.
+
+    Raises ``SpecError`` naming the path and value when the result is not a valid spec.
+    """
+    raw = spec.model_dump(mode="json")
+    raw["tune"] = None
+    for path, value in params.items():
+        section, _, option = path.partition(".")
+        raw[section][option] = value
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        shown = ", ".join(f"{p}={v!r}" for p, v in params.items())
+        raise SpecError(format_validation_error(exc, f"the trial spec ({shown})")) from exc
+
+
+def _check_tune(spec: PipelineSpec) -> None:
+    """Every path of ``tune.space`` is tunable here, and its extremes give valid specs."""
+    tune = spec.tune
+    if tune is None:
+        return
+    allowed = tunable_paths(spec.model.kind)
+    for path, param in tune.space.items():
+        if path not in allowed:
+            msg = (
+                f"tune.space: {path!r} cannot be tuned for model kind {spec.model.kind!r}; "
+                f"{closest(path, allowed)}; tunable: {', '.join(allowed)}"
+            )
+            raise ValueError(msg)
+        ends = param.choices if isinstance(param, CategoricalParamSpec) else [param.low, param.high]
+        for value in ends:
+            try:
+                with_params(spec, {path: value})
+            except SpecError as exc:
+                detail = str(exc).splitlines()[-1].strip()
+                msg = f"tune.space.{path}: the value {value!r} is not valid there: {detail}"
+                raise ValueError(msg) from None
+    if not spec.preprocess.split.validation:
+        msg = (
+            f"tune ranks trials by {tune.metric!r} on the validation split, but "
+            "preprocess.split.validation is 0; give it a fraction (e.g. 0.2)"
+        )
+        raise ValueError(msg)
 
 
 # ---------------------------------------------------------------------------------------
@@ -353,6 +698,17 @@ class PipelineSpec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     deploy: DeploySpec | None = None
+    tune: TuneSpec | None = Field(default=None, description="hyperparameter search")
+
+    @model_validator(mode="after")
+    def _tunable(self) -> PipelineSpec:
+        _check_tune(self)
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_labels(self) -> PipelineSpec:
+        _check_dataset_labels(self.data.datasets, self.preprocess)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineSpec:
@@ -379,6 +735,35 @@ class PipelineSpec(_Strict):
     def to_yaml(self) -> str:
         """The spec as YAML (defaults included), readable back with ``load_spec``."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _check_dataset_labels(datasets: list[DatasetSpec], pre: PreprocessSpec) -> None:
+    """``datasets[].class`` names one of ``preprocess.classes``; a dataset's own label
+    expression or class cannot be combined with ``preprocess.label``."""
+    for i, d in enumerate(datasets):
+        where = f"data.datasets[{i}] ({d.name!r})"
+        if d.class_ is not None and not pre.classes:
+            msg = (
+                f"{where}.class is {d.class_!r} but preprocess.classes is not set: list the "
+                "class names there (e.g. classes: [QCD, ttbar, ttH]); a class's index is its "
+                "position in that list"
+            )
+            raise ValueError(msg)
+        if d.class_ is not None and pre.classes and d.class_ not in pre.classes:
+            msg = (
+                f"{where}.class {d.class_!r} is not one of preprocess.classes "
+                f"{pre.classes!r} ({closest(d.class_, pre.classes)}); fix the name or add "
+                "the class to preprocess.classes"
+            )
+            raise ValueError(msg)
+        own = d.class_ is not None or isinstance(d.label, str)
+        if own and pre.label is not None:
+            kind = "class" if d.class_ is not None else "label expression"
+            msg = (
+                f"{where} has its own {kind} and preprocess.label is set too: an event has "
+                "one label; remove preprocess.label, or this dataset's label"
+            )
+            raise ValueError(msg)
 
 
 def canonical_hash(obj: Any) -> str:
@@ -535,7 +920,7 @@ def _allowed_fields(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
         # container's values, which _inner_model already chose.
         if model is None:
             return []
-    return list(model.model_fields)
+    return [f.alias or name for name, f in model.model_fields.items()]  # "class", not "class_"
 
 
 def _inner_model(tp: Any) -> Any:

@@ -301,6 +301,13 @@ PRELUDES: tuple[Prelude, ...] = (
         "the snippet's comment: export MLAAS4HEP_TOKEN=$(mlaas4hep token --user alice)",
     ),
     Prelude(
+        "docs/inference.md#model-registry:2",
+        "import os, subprocess\n"
+        'os.environ["MLAAS4HEP_TOKEN"] = subprocess.check_output(\n'
+        '    ["mlaas4hep", "token", "--user", "alice"], text=True).strip()\n',
+        "the token the page's tritonclient snippets take from $MLAAS4HEP_TOKEN",
+    ),
+    Prelude(
         "docs/inference.md#legacy-tfaas-api:1",
         "mkdir -p tth-tfaas && cp model.onnx metadata.json tth-tfaas/\n",
         "the reader's model directory for the tarball upload",

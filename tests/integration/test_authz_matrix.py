@@ -260,6 +260,7 @@ def _cases() -> dict[tuple[str, str], Case]:
     j, d = f"{api}/jobs/{{job_id}}", f"{api}/datasets/{{dataset_id}}"
     spec = {"json": pipeline_doc("matrix-submit")}
     v2m, v2v = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+    repo = "/v2/repository/models/{name}"
     table: dict[tuple[str, str], tuple[Callable[[str], Send], Any]] = {
         # the job API: ownership -> 404 for everyone but the owner (and admins)
         ("POST", f"{api}/jobs"): (call("POST", **spec), {"needs": CREATE, "owner": (201,)}),
@@ -346,6 +347,24 @@ def _cases() -> dict[tuple[str, str], Case]:
             call("POST"),
             {"needs": M_MODIFY, "resource": "model", "fresh": "yes"},
         ),
+        # the model registry (serve/registry_routes.py): aliases and the serving policy
+        ("GET", f"{repo}/registry"): (call("GET"), {"needs": M_READ, "resource": "model"}),
+        ("PUT", f"{repo}/aliases/{{alias}}"): (
+            call("PUT", json={"version": 1}),
+            {"needs": M_MODIFY, "resource": "model", "fresh": "yes"},
+        ),
+        ("POST", f"{repo}/aliases/{{alias}}/rollback"): (  # alice: nothing to roll back yet
+            call("POST"),
+            {"needs": M_MODIFY, "resource": "model", "owner": (404,)},
+        ),
+        ("DELETE", f"{repo}/aliases/{{alias}}"): (  # alice: no such alias yet
+            call("DELETE"),
+            {"needs": M_MODIFY, "resource": "model", "owner": (404,)},
+        ),
+        ("PUT", f"{repo}/policy"): (
+            call("PUT", json={"policy": "latest"}),
+            {"needs": M_MODIFY, "resource": "model"},
+        ),
         ("GET", "/metrics"): (call("GET"), {"needs": ("mlaas.metrics",)}),  # labels name models
         # the web UI (same dependency, which also takes the session cookie)
         ("GET", "/ui/jobs"): (call("GET"), {"needs": READ, "resource": "listing"}),
@@ -382,6 +401,18 @@ def _cases() -> dict[tuple[str, str], Case]:
         ("POST", "/ui/models/{name}/predict"): (
             call("POST", data={"csrf_token": CSRF, "value": ["0.5"] * FEATURES}),
             {"needs": INFER, "resource": "model"},
+        ),
+        ("POST", "/ui/models/{name}/promote"): (  # alice: the confirmation dialog
+            call("POST", data={"csrf_token": CSRF, "alias": "production", "version": "1"}),
+            {"needs": M_MODIFY, "resource": "model"},
+        ),
+        ("POST", "/ui/models/{name}/rollback"): (  # alice: the page says why it cannot
+            call("POST", data={"csrf_token": CSRF, "alias": "production"}),
+            {"needs": M_MODIFY, "resource": "model", "owner": (422,)},
+        ),
+        ("POST", "/ui/models/{name}/policy"): (
+            call("POST", data={"csrf_token": CSRF, "policy": "latest"}),
+            {"needs": M_MODIFY, "resource": "model", "owner": UI_OK},
         ),
         ("GET", "/ui/datasets"): (call("GET"), {"needs": READ, "resource": "listing"}),
         ("POST", "/ui/datasets"): (
@@ -539,7 +570,14 @@ def _params(w: World, case: Case, *, fresh: str = "") -> dict[str, str]:
     if case.resource == "job":
         name = w.artifact  # {name} of the artifact routes
     partial = w.new_partial() if fresh and case.resource == "upload" else w.partial
-    return {"job_id": job, "dataset_id": dataset, "name": name, "version": "1", "sha256": partial}
+    return {
+        "job_id": job,
+        "dataset_id": dataset,
+        "name": name,
+        "version": "1",
+        "sha256": partial,
+        "alias": "production",
+    }
 
 
 def _id(key: tuple[str, str]) -> str:

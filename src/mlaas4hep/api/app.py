@@ -30,6 +30,7 @@ from mlaas4hep.api.hosts import AllowedHosts, HostGuard
 from mlaas4hep.api.routes_datasets import datasets_router
 from mlaas4hep.api.routes_health import health_router
 from mlaas4hep.api.routes_jobs import jobs_router
+from mlaas4hep.api.routes_runs import runs_router
 from mlaas4hep.api.schemas import API_PREFIX, Problem
 from mlaas4hep.api.ui import install_ui
 from mlaas4hep.api.ui.revocations import RevokedSessions, RevokingAuthenticator
@@ -136,6 +137,7 @@ def create_app(
     app.include_router(health_router(store, executor))
     app.include_router(jobs_router(service, principal), prefix=API_PREFIX)
     app.include_router(datasets_router(datasets, principal), prefix=API_PREFIX)
+    app.include_router(runs_router(service, principal), prefix=API_PREFIX)
     for router in routers:
         app.include_router(router)
     if with_ui:

@@ -35,6 +35,7 @@ from mlaas4hep.errors import (
 )
 from mlaas4hep.jobs.credentials import bearer_token, wants_token
 from mlaas4hep.jobs.policy import authorize
+from mlaas4hep.jobs.runs import MAX_RUN_NAME, check_labels
 from mlaas4hep.jobs.service import JobService, UserFile, parse_spec
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import IdempotencyKeyReused, JobRecord
@@ -92,7 +93,12 @@ _SUBMIT_ERRORS: tuple[Cause, ...] = (
     (ExpressionError, "an expression does not parse or names an unknown branch (with a caret)"),
     (DataSourceError, "an input that cannot be resolved (e.g. a glob without a directory)"),
     (IdempotencyKeyReused, "the Idempotency-Key was already used with another body"),
-    (RequestValidationError, "an Idempotency-Key header outside 1 to 256 characters"),
+    (
+        RequestValidationError,
+        "an Idempotency-Key header outside 1 to 256 characters, or a run_name, tag or "
+        "parent parameter too long",
+    ),
+    (NotFound, "the parent job is not among yours"),
 )
 _REPLAY = {
     "model": Job,
@@ -135,10 +141,22 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
         idempotency_key: Annotated[
             str | None, Header(alias="Idempotency-Key", min_length=1, max_length=256)
         ] = None,
+        run_name: Annotated[
+            str | None, Query(max_length=MAX_RUN_NAME, description="a name for this run")
+        ] = None,
+        tag: Annotated[
+            list[str] | None,
+            Query(max_length=300, description="a run tag KEY=VALUE; repeat for several"),
+        ] = None,
+        parent: Annotated[
+            str | None, Query(max_length=32, description="a job of yours this run belongs to")
+        ] = None,
     ) -> Job:
         """Queue a pipeline, or an apply request (a deployed model applied to inputs). A
         replay of the same ``Idempotency-Key`` and body returns the same job (200); the same
-        key with another body is refused (422)."""
+        key with another body is refused (422). ``run_name``, ``tag`` and ``parent`` label
+        the run (the runs table, docs/ui.md)."""
+        labels = check_labels(run_name, tag or (), parent)
         doc, files = await _read_submission(request, service)
         # The one submission policy (inputs, scopes, deploy rights, expressions).
         submission = await run_in_threadpool(authorize, service, caller, doc, files)
@@ -147,7 +165,7 @@ def jobs_router(service: JobService, principal: Callable[..., Principal]) -> API
         if wants_token(caller.scopes, submission.needs_network):
             token = bearer_token(request.headers.get("authorization"))
         job, created = await run_in_threadpool(
-            service.submit, submission, idempotency_key, token=token
+            service.submit, submission, idempotency_key, token=token, labels=labels
         )
         response.status_code = 201 if created else 200
         response.headers["Location"] = f"{request.url.path}/{job.id}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,8 @@ from pydantic import BaseModel, Field
 
 from mlaas4hep.jobs import progress as prog
 from mlaas4hep.jobs.datasets import Dataset, UploadState
+from mlaas4hep.jobs.run_compare import Comparison
+from mlaas4hep.jobs.runs import Run
 from mlaas4hep.jobs.service import Artifact
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord
@@ -53,6 +56,11 @@ class Progress(BaseModel):
         default=None, description="seconds left in the whole job, at the rate so far"
     )
     metrics: dict[str, float] = Field(default_factory=dict)
+    history: list[dict[str, float]] = Field(
+        default_factory=list,
+        description="per finished epoch: epoch, train_loss, val_loss, val_auc, ... (the "
+        "newest 500)",
+    )
 
 
 class Deployment(BaseModel):
@@ -88,6 +96,12 @@ class Job(BaseModel):
     progress: Progress | None
     deployed: Deployment | None = Field(default=None, description="the model it published")
     links: JobLinks
+    run_name: str | None = Field(default=None, description="the run name given at submission")
+    tags: dict[str, str] = Field(default_factory=dict, description="key=value run tags")
+    parent: str | None = Field(default=None, description="the job this run belongs to")
+    duration_seconds: float | None = Field(
+        default=None, description="from start to end (so far, while it runs)"
+    )
 
     @classmethod
     def of(cls, job: JobRecord) -> Job:
@@ -98,6 +112,7 @@ class Job(BaseModel):
             progress = Progress(
                 **{k: p[k] for k in _PROGRESS_KEYS if k in p},
                 metrics=p.get("metrics", {}),
+                history=_history(p.get("history")),
                 eta_seconds=(
                     prog.eta_seconds(p, job.started_at, time.time())
                     if job.state is State.RUNNING
@@ -125,7 +140,21 @@ class Job(BaseModel):
                 artifacts=f"{base}/artifacts",
                 cancel=f"{base}/cancel",
             ),
+            run_name=job.run_name,
+            tags=job.tags,
+            parent=job.parent,
+            duration_seconds=job.duration,
         )
+
+
+def _history(value: Any) -> list[dict[str, float]]:
+    if not isinstance(value, list):
+        return []
+    return [
+        {k: float(v) for k, v in h.items() if isinstance(v, int | float)}
+        for h in value
+        if isinstance(h, dict)
+    ]
 
 
 class JobList(BaseModel):
@@ -133,6 +162,80 @@ class JobList(BaseModel):
 
     items: list[Job]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class RunSummary(BaseModel):
+    """A job as a run: its labels, key parameters and scalar test metrics."""
+
+    id: str
+    title: str = Field(description="the run name, else the pipeline's name")
+    run_name: str | None
+    name: str = Field(description="the pipeline's name (spec name:)")
+    state: State
+    tags: dict[str, str]
+    parent: str | None
+    created_at: datetime
+    duration_seconds: float | None
+    params: dict[str, Any] = Field(description="key parameters (flattened spec keys)")
+    metrics: dict[str, float] = Field(description="every scalar of metrics.json's test")
+    url: str
+
+    @classmethod
+    def of(cls, run: Run, keys: Sequence[str] | None = None) -> RunSummary:
+        """*keys*: the parameters to include (default: all of the run's)."""
+        job = run.job
+        params = run.params if keys is None else {k: run.params[k] for k in keys if k in run.params}
+        return cls(
+            id=job.id,
+            title=job.title,
+            run_name=job.run_name,
+            name=job.name,
+            state=job.state,
+            tags=job.tags,
+            parent=job.parent,
+            created_at=iso(job.created_at),  # type: ignore[arg-type]
+            duration_seconds=job.duration,
+            params=params,
+            metrics=run.metrics,
+            url=f"{API_PREFIX}/jobs/{job.id}",
+        )
+
+
+class RunList(BaseModel):
+    """The caller's runs (among their newest 500 jobs), filtered, searched and sorted."""
+
+    items: list[RunSummary]
+    param_columns: list[str] = Field(description="key parameters at least one run has")
+    metric_columns: list[str] = Field(description="key test metrics at least one run has")
+
+
+class CompareRow(BaseModel):
+    """One parameter or metric across the compared runs (null: the run has none)."""
+
+    key: str
+    values: list[Any]
+    differs: bool
+
+
+class RunComparison(BaseModel):
+    """2 to 10 runs side by side; ``curves`` per run as in ``plots/curves.json``."""
+
+    runs: list[RunSummary]
+    params: list[CompareRow]
+    metrics: list[CompareRow]
+    curves: list[dict[str, Any]] = Field(
+        description="per run, in order: roc (eff_s, eff_b per class and split), scores "
+        "(edges, density), history (per epoch)"
+    )
+
+    @classmethod
+    def of(cls, c: Comparison) -> RunComparison:
+        return cls(
+            runs=[RunSummary.of(r, keys=()) for r in c.runs],
+            params=[CompareRow(key=r.key, values=r.values, differs=r.differs) for r in c.params],
+            metrics=[CompareRow(key=r.key, values=r.values, differs=r.differs) for r in c.metrics],
+            curves=c.curves,
+        )
 
 
 class ArtifactInfo(BaseModel):

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from mlaas4hep.apply.model import Model
+from mlaas4hep.apply.model import OUT_OF_FOLD, Model
 from mlaas4hep.apply.score import ScoredChunk, chunk_step, read_plan, score_file
 from mlaas4hep.data.partition import PARTITION_ENTRIES, Distributor, group
 from mlaas4hep.data.stream import Partition
@@ -54,6 +54,7 @@ class ApplyTask:
     bundles: tuple[str, ...]
     step_size: int
     ids: tuple[str, ...] | None
+    folds: tuple[str, ...] = ()  # per bundle: how a k-folded one scores (Model.folds)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class InputScores:
 def score_partition(task: ApplyTask, part: Partition) -> PartitionScores:
     """Score one partition (runs on a worker): load the bundles, read, score."""
     try:
-        models = [Model.load(b) for b in task.bundles]
+        modes = task.folds or (OUT_OF_FOLD,) * len(task.bundles)
+        models = [Model.load(b, folds=f) for b, f in zip(task.bundles, modes, strict=True)]
         chunks = score_file(
             models, part.file, tree=part.tree, step_size=task.step_size,
             ids=task.ids, entry_start=part.entry_start, entry_stop=part.entry_stop,
@@ -107,7 +109,8 @@ def score_inputs(
         raise SpecError(msg)
     step = chunk_step(models[0], step_size)
     bundles = tuple(str(m.bundle) for m in models)
-    task = ApplyTask(bundles, step, None if ids is None else tuple(ids))
+    folds = tuple(m.folds or OUT_OF_FOLD for m in models)
+    task = ApplyTask(bundles, step, None if ids is None else tuple(ids), folds)
     planned: list[tuple[str, str, list[Partition] | Mlaas4hepError]] = []
     for source in sources:
         try:

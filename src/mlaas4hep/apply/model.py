@@ -8,6 +8,13 @@ and opens an ONNX Runtime session. ``predict(events)`` takes what uproot and cof
 returns numpy scores, one row per event, ``FILL_VALUE`` (NaN) where the event fails the
 cuts; ``evaluate`` also returns the pass mask.
 
+A k-folded bundle (``train.folds: k``; docs/training.md, "k-folding") holds k models in
+its one graph. ``folds="out-of-fold"`` (the default) scores each event with the model
+that did not train on it: its fold is ``preprocess.folds.event_folds`` of its identifiers,
+which are then read too; this is the only unbiased choice for the simulated events used
+in training. ``folds="average"`` scores every event with the mean of the k models (real
+data, which no model saw; no identifiers needed). Other bundles ignore ``folds``.
+
 ``Model.load("NAME[:VERSION]")`` (a model published in the service) downloads the bundle
 first through the one HTTP client (:mod:`mlaas4hep.client.models`: URL and token as the CLI
 finds them, or ``url=``/``token=``).
@@ -28,6 +35,7 @@ from mlaas4hep import artifact
 from mlaas4hep.artifact import BundleFeatures
 from mlaas4hep.client import models
 from mlaas4hep.errors import DataQualityError, SpecError
+from mlaas4hep.preprocess.folds import event_folds
 from mlaas4hep.preprocess.partitioned import chunk_columns
 from mlaas4hep.preprocess.program import Program
 from mlaas4hep.spec import PipelineSpec, load_spec
@@ -35,6 +43,8 @@ from mlaas4hep.spec import PipelineSpec, load_spec
 #: Rows per ONNX Runtime call: large enough to amortise the call, small enough for cache.
 ORT_BATCH_ROWS = 65536
 Array = np.ndarray[Any, Any]
+OUT_OF_FOLD, AVERAGE = "out-of-fold", "average"
+FOLD_MODES = (OUT_OF_FOLD, AVERAGE)
 
 
 @dataclass(frozen=True)
@@ -52,13 +62,26 @@ class Model:
     """
 
     def __init__(
-        self, bundle: Path, spec: PipelineSpec, features: BundleFeatures, session: Any
+        self,
+        bundle: Path,
+        spec: PipelineSpec,
+        features: BundleFeatures,
+        session: Any,
+        *,
+        folds: str = OUT_OF_FOLD,
+        dataset: str | None = None,
     ) -> None:
+        if folds not in FOLD_MODES:
+            msg = f"folds={folds!r} is not a way to score a k-folded model; use one of {FOLD_MODES}"
+            raise SpecError(msg)
         self.bundle = bundle
+        #: how a k-folded bundle scores (``FOLD_MODES``); None for a bundle of one model
+        self.folds: str | None = folds if spec.train.folds else None
         self.spec = spec
         self.features = features
         self._session = session
-        self._program = Program(spec, purpose="apply", identifiers=[])
+        # the global defines and cuts; with *dataset*, that training dataset's own too
+        self._program = Program(spec, purpose="apply", identifiers=[], dataset=dataset)
         if tuple(self._program.names) != features.features:
             msg = (
                 f"{str(bundle)!r}: the feature order of {artifact.SPEC_FILE} differs from "
@@ -76,10 +99,17 @@ class Model:
         threads: int | None = None,
         url: str | None = None,
         token: str | None = None,
+        folds: str = OUT_OF_FOLD,
+        dataset: str | None = None,
     ) -> Model:
         """Load the bundle directory *source* (what ``mlaas4hep run`` writes), or the
         model ``NAME[:VERSION]`` of the service (downloaded first; *url*/*token* default
-        to the CLI's).
+        to the CLI's). *folds*: how a k-folded bundle scores (see the module docstring).
+
+        Events go through the spec's global defines and cuts; with *dataset*, also through
+        that training dataset's own ``define`` and ``cuts`` (``data.datasets[]``), to
+        score more events of that sample as it was trained on (``SpecError`` for a name
+        that is not one of the spec's datasets).
 
         Raises ``SpecError`` when it is not a bundle, naming the missing file;
         ``NotFound``/``PermissionDenied`` for a model of the service it may not have.
@@ -100,7 +130,8 @@ class Model:
                 raise SpecError(msg)
         spec = load_spec(bundle / artifact.SPEC_FILE)
         features = artifact.read_features(bundle)
-        return cls(bundle, spec, features, _session(bundle / artifact.MODEL_FILE, threads))
+        session = _session(bundle / artifact.MODEL_FILE, threads)
+        return cls(bundle, spec, features, session, folds=folds, dataset=dataset)
 
     # -- what the model needs and gives ------------------------------------------------
 
@@ -124,8 +155,26 @@ class Model:
         return artifact.pass_column(self.name)
 
     def branches(self, available: Any) -> list[str]:
-        """The branches to read, given the names present (SpecError for missing ones)."""
-        return self._program.branches(available)
+        """The branches to read, given the names present (SpecError for missing ones);
+        with the identifiers for out-of-fold scores."""
+        needed = self._program.branches(available)
+        if self.folds == OUT_OF_FOLD:
+            ids = self.spec.data.identifiers
+            missing = [i for i in ids if i not in available]
+            if missing:
+                msg = (
+                    f"model {self.name!r} is k-folded: an event's out-of-fold score needs its "
+                    f"identifiers {list(ids)}, and {missing} are missing; for real data score "
+                    "with the mean of the models (folds='average', `--folds average`)"
+                )
+                raise SpecError(msg)
+            needed += [i for i in ids if i not in needed]
+        return needed
+
+    def event_folds(self, events: Any) -> Array:
+        """The fold (int64 per event) of *events* of a k-folded model, from their
+        identifiers: the ``fold`` input of the served model (docs/inference.md)."""
+        return event_folds(self.spec, _columns(events))
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -148,21 +197,40 @@ class Model:
         wanted = self.branches(columns)
         return self.score_columns({k: columns[k] for k in wanted})
 
-    def score_columns(self, columns: Mapping[str, Any]) -> Scored:
-        """Score a chunk of columns that holds at least ``branches(...)``."""
+    def score_columns(self, columns: Mapping[str, Any], fold: Array | None = None) -> Scored:
+        """Score a chunk of columns that holds at least ``branches(...)``.
+
+        *fold*: the model per event of a k-folded bundle (``-1``: the mean), overriding
+        the choice of ``folds``.
+        """
         applied = self._program.apply(columns)
+        if fold is None and self.folds == OUT_OF_FOLD:
+            fold = event_folds(self.spec, columns)
         n, k = len(applied.passed), self._width()
+        if fold is not None and len(fold) != n:
+            msg = f"{len(fold)} folds given for {n} events; give one fold per event"
+            raise DataQualityError(msg)
         scores = np.full((n, k), artifact.FILL_VALUE, dtype=artifact.SCORE_DTYPE)
-        scores[applied.passed] = self.run_onnx(applied.X)
+        chosen = None if fold is None else np.asarray(fold, np.int64)[applied.passed]
+        scores[applied.passed] = self.run_onnx(applied.X, chosen)
         return Scored(scores, applied.passed)
 
-    def run_onnx(self, X: Array) -> Array:
-        """The ONNX model on a feature matrix, in batches of ``ORT_BATCH_ROWS`` rows."""
+    def run_onnx(self, X: Array, fold: Array | None = None) -> Array:
+        """The ONNX model on a feature matrix, in batches of ``ORT_BATCH_ROWS`` rows.
+
+        *fold* (k-folded bundles): the model of each row, -1 for the mean; None: the mean.
+        """
         X = np.ascontiguousarray(X, dtype=artifact.INPUT_DTYPE)
         out = np.empty((len(X), self._width()), dtype=artifact.SCORE_DTYPE)
         for start in range(0, len(X), ORT_BATCH_ROWS):
             rows = X[start : start + ORT_BATCH_ROWS]
-            (scores,) = self._session.run([artifact.OUTPUT_TENSOR], {artifact.INPUT_TENSOR: rows})
+            # one ``features`` tensor, or one per collection (set-based models)
+            feeds = artifact.onnx_feeds(rows, self.features.features, self.features.inputs)
+            if fold is not None and self.folds is not None:
+                feeds[artifact.FOLD_INPUT] = np.ascontiguousarray(
+                    fold[start : start + ORT_BATCH_ROWS], np.int64
+                )
+            (scores,) = self._session.run([artifact.OUTPUT_TENSOR], feeds)
             out[start : start + len(rows)] = np.asarray(scores).reshape(len(rows), -1)
         return out
 

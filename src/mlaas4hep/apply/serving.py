@@ -19,7 +19,7 @@ import awkward as ak
 import numpy as np
 
 from mlaas4hep import artifact
-from mlaas4hep.apply.model import Model
+from mlaas4hep.apply.model import AVERAGE, Model
 from mlaas4hep.errors import SpecError
 from mlaas4hep.spec import load_spec
 
@@ -65,9 +65,20 @@ class BundlePreprocessor:
         return dict(self._branches)
 
     def score(self, columns: Mapping[str, Array | tuple[Array, Array]]) -> tuple[Array, Array]:
-        """Scores (n, k) and the pass mask of the events in *columns* (see module doc)."""
+        """Scores (n, k) and the pass mask of the events in *columns* (see module doc);
+        a k-folded model's mean of its k models."""
         events = {name: _column(value) for name, value in columns.items()}
         scored = self._model.evaluate(events)
+        return scored.scores, scored.passed
+
+    def score_folds(
+        self, columns: Mapping[str, Array | tuple[Array, Array]], fold: Array
+    ) -> tuple[Array, Array]:
+        """``score`` of a k-folded model with the model of each event chosen by *fold*
+        (int64 per event: ``0..k-1``, or ``-1`` for the mean)."""
+        events = {name: _column(value) for name, value in columns.items()}
+        wanted = self._model.branches(events)
+        scored = self._model.score_columns({k: events[k] for k in wanted}, fold)
         return scored.scores, scored.passed
 
 
@@ -87,7 +98,8 @@ def load_raw_preprocessor(version_dir: Path, run: RunModel) -> BundlePreprocesso
             "records no input branches; re-run `mlaas4hep run` to rebuild the bundle"
         )
         raise SpecError(msg)
-    model = Model(version_dir, load_spec(spec_file), features, _ServedSession(run))
+    # the mean of a k-folded model's models unless a request names each event's fold
+    model = Model(version_dir, load_spec(spec_file), features, _ServedSession(run), folds=AVERAGE)
     return BundlePreprocessor(model)
 
 

@@ -12,6 +12,8 @@ exact types and per model ``<model>_score`` (one ``_score_<class>`` per class, o
 ``_value``) and ``<model>_pass``. ``--only-passing`` writes only the events passing
 (any model's) cuts. A failing input (truncated, unreadable, lacking a branch) is reported
 in one line naming it on stderr; the others are still written; the exit status is then 2.
+``--folds out-of-fold`` (default) scores each event with the model of a k-folded bundle
+that did not train on it, ``--folds average`` with the mean of its k models (real data).
 ``--dask-scheduler ADDRESS`` scores the inputs' partitions on that Dask cluster
 (``mlaas4hep.apply.distributed``); the outputs are the same, bit for bit.
 """
@@ -35,6 +37,7 @@ import numpy as np
 
 from mlaas4hep.apply import Model, ScoredChunk, score_file
 from mlaas4hep.apply.distributed import score_inputs
+from mlaas4hep.apply.model import FOLD_MODES, OUT_OF_FOLD
 from mlaas4hep.data.friend import FORMATS, SUFFIXES, Format, open_output
 from mlaas4hep.data.partition import PARTITION_ENTRIES, Distributor
 from mlaas4hep.data.schema import inspect_tree
@@ -57,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step-size", type=int, default=None, help="entries per chunk")
     parser.add_argument("--no-ids", action="store_true",
                         help=f"write entry numbers ({ENTRY!r}), not identifiers")  # fmt: skip
+    parser.add_argument("--folds", choices=FOLD_MODES, default=OUT_OF_FOLD,
+                        help="k-folded models: each event by the model that did not train "
+                        "on it (simulation), or the mean of the k models (real data)")  # fmt: skip
     parser.add_argument("--progress-json", action="store_true",
                         help="one JSON progress object per line on stdout")  # fmt: skip
     parser.add_argument("--dask-scheduler", metavar="ADDRESS",
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.partition_entries < 1:
         msg = f"--partition-entries must be positive, got {args.partition_entries!r}"
         raise SpecError(msg)
-    models = [load_model(m) for m in [args.model, *args.more]]
+    models = [load_model(m, folds=args.folds) for m in [args.model, *args.more]]
     data = models[0].spec.data
     files = resolve_files(
         args.inputs,
@@ -97,11 +103,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_INPUTS if failed else 0
 
 
-def load_model(source: str) -> Model:
+def load_model(source: str, folds: str = OUT_OF_FOLD) -> Model:
     """A bundle directory, or a model ``NAME[:VERSION]`` of the service, fetched first
     (``mlaas4hep.client.models``: URL and token from the environment, the client
-    config or ``mlaas4hep login``)."""
-    return Model.load(source)
+    config or ``mlaas4hep login``); *folds*: how a k-folded model scores."""
+    return Model.load(source, folds=folds)
 
 
 def output_path(out_dir: Path, source: str, models: Sequence[Model], fmt: Format) -> Path:

@@ -1,4 +1,8 @@
-"""``mlaas4hep jobs [--state running] [--json]``: your jobs, newest first."""
+"""``mlaas4hep jobs [--state running] [--json]``: your jobs, newest first.
+
+The name column shows the run name when the job was given one (``submit --run-name``),
+else the pipeline's name; the runs table with parameters and metrics is ``/ui/runs`` and
+``GET /api/v1/runs``."""
 
 from __future__ import annotations
 
@@ -38,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
 
     table = Table(box=None)
     table.add_column("id", no_wrap=True, min_width=32)  # ids are copied into other commands
-    for name in ("name", "state", "created", "progress"):
+    for name in ("name", "state", "created", "duration", "progress", "tags"):
         table.add_column(name, no_wrap=True)
     table.add_column("reason", overflow="ellipsis")
     for job in page["items"]:
-        cells = (job["name"], job["state"], job["created_at"][:19].replace("T", " "),
-                 progress(job), (job["reason"] or "")[:60])  # fmt: skip
+        cells = (job.get("run_name") or job["name"], job["state"],
+                 job["created_at"][:19].replace("T", " "), _duration(job), progress(job),
+                 " ".join(f"{k}={v}" for k, v in (job.get("tags") or {}).items()),
+                 (job["reason"] or "")[:60])  # fmt: skip
         # Text, not markup: a job name or reason is the user's text
         table.add_row(
             job["id"], *(Text(c, style=STATE_STYLE.get(c, "") if i == 1 else "")
@@ -52,6 +58,16 @@ def run(args: argparse.Namespace) -> int:
     # A pipe or a file gets whole lines (rich would squeeze them into 80 columns).
     Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH).print(table, highlight=False)
     return 0
+
+
+def _duration(job: dict[str, Any]) -> str:
+    seconds = job.get("duration_seconds")
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    return (
+        f"{s // 60}:{s % 60:02d}" if s < 3600 else f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    )
 
 
 def progress(job: dict[str, Any]) -> str:

@@ -1,9 +1,14 @@
-"""``mlaas4hep models list|show|rm``: the models published in the service.
+"""``mlaas4hep models list|show|rm|aliases|promote|rollback|policy``: published models.
 
-``list`` is the V2 repository index (every version you may read, with its state),
-``show NAME[:VERSION]`` a version's metadata (inputs, outputs, feature names, labels,
-versions, metrics), ``rm NAME`` deletes a model and all its versions after asking (or at
-once with ``--yes``; without a terminal to ask on, ``--yes`` is required).
+``list`` is the V2 repository index (every version you may read, with its state; a version
+the serving policy does not load reads "not loaded (policy: ...)"), ``show NAME[:VERSION]``
+a version's metadata (inputs, outputs, feature names, labels, versions, metrics), ``rm
+NAME`` deletes a model and all its versions after asking (or at once with ``--yes``;
+without a terminal to ask on, ``--yes`` is required). The registry (docs/inference.md,
+"Model registry"): ``aliases NAME`` lists the versions with their aliases, provenance and
+metrics; ``promote NAME VERSION --alias A`` and ``rollback NAME --alias A`` change the
+version an alias serves (asking first, like ``rm``); ``policy NAME POLICY`` sets which
+versions are loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+from mlaas4hep.cli import models_registry as registry
 from mlaas4hep.cli.client import add_client_arguments, client_from_args
 from mlaas4hep.client import Client
 from mlaas4hep.errors import SpecError
@@ -32,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     rm.add_argument("--json", action="store_true", help="print {'deleted': NAME} as JSON")
     add_client_arguments(rm)
+    registry.add_arguments(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
             return _list(client, args.json)
         if args.action == "show":
             return _show(client, args.model, args.json)
-        return _rm(client, args.name, yes=args.yes, as_json=args.json)
+        if args.action == "rm":
+            return _rm(client, args.name, yes=args.yes, as_json=args.json)
+        return registry.run(client, args)
 
 
 def _list(client: Client, as_json: bool) -> int:
@@ -60,8 +69,11 @@ def _list(client: Client, as_json: bool) -> int:
     for column in ("name", "version", "state", "reason"):
         table.add_column(column, no_wrap=column != "reason")
     for entry in index:
-        cells = (entry["name"], entry["version"], entry["state"], entry.get("reason") or "")
-        table.add_row(*(Text(str(c)) for c in cells))  # the server's text, never markup
+        state, style = registry.state_cell(entry["state"], entry.get("reason") or "")
+        cells = (entry["name"], entry["version"], state, entry.get("reason") or "")
+        row = [Text(str(c)) for c in cells]  # the server's text, never markup
+        row[2].stylize(style)
+        table.add_row(*row)
     console.print(table, highlight=False)
     return 0
 

@@ -18,14 +18,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from mlaas4hep.cli.mlflow_export import check_run_option, export_after_run
 from mlaas4hep.spec import load_spec
 from mlaas4hep.train.progress import Progress
 
 if TYPE_CHECKING:
+    from mlaas4hep.jobs.dask_map import DaskDistributor
     from mlaas4hep.preprocess.partitioned import Distributor
+    from mlaas4hep.train.tune import TuneOptions
 
 _BAR = 30
 
@@ -53,6 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dask-scheduler",
         metavar="ADDRESS",
         help="preprocess on this Dask cluster (tcp://host:8786); training stays in this process",
+    )
+    parser.add_argument(
+        "--study-storage",
+        metavar="URL",
+        help="keep a tune: search's Optuna study in this database (SQLAlchemy URL, e.g. "
+        "postgresql+psycopg://...); default: sqlite in OUT/tune/study.db",
+    )
+    parser.add_argument(
+        "--study-name", metavar="NAME", help="the tune: search's study name (default: the spec's)"
     )
     parser.add_argument(
         "--feature-cache-gb",
@@ -90,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 spec, args.out, resume=args.resume, progress=show,
                 allow_user_code=args.allow_user_code, checkpoint_every_s=args.checkpoint_every,
                 feature_cache_bytes=int(args.feature_cache_gb * (1 << 30)),
-                distributor=distributor,
+                distributor=distributor, tune=_tune_options(args, distributor),
             )  # fmt: skip
     except KeyboardInterrupt:
         show.close()
@@ -121,6 +132,18 @@ def _distributor(address: str | None) -> Iterator[Distributor | None]:
         yield DaskDistributor(client)
     finally:
         client.close()
+
+
+def _tune_options(args: argparse.Namespace, distributor: Distributor | None) -> TuneOptions:
+    """Where a ``tune:`` search keeps its study; its trials go to the Dask cluster if any."""
+    from mlaas4hep.train.tune import TuneOptions
+
+    pool = None
+    if args.dask_scheduler is not None and distributor is not None:  # a DaskDistributor
+        from mlaas4hep.jobs.tune import trial_pool
+
+        pool = trial_pool(cast("DaskDistributor", distributor))
+    return TuneOptions(args.study_storage, args.study_name, pool)
 
 
 class JsonLines:

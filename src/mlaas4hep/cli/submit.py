@@ -1,4 +1,6 @@
-"""``mlaas4hep submit pipeline.yaml [--file model.py] [--wait]``: queue a pipeline.
+"""``mlaas4hep submit pipeline.yaml [--file model.py] [--run-name N] [--tag K=V] [--wait]``.
+
+Queues a pipeline; ``--run-name`` and ``--tag`` label the run (the runs table, docs/ui.md).
 
 The same command queues an apply request (a document with a top-level ``apply:``: a
 deployed model applied to inputs, one output per input file; docs/service.md, "Applying a
@@ -35,6 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a small file the job needs (the model module, or a file list the spec names "
         "as '@NAME', checked line by line at submission); repeatable",
     )
+    parser.add_argument(
+        "--run-name", "--name", dest="run_name", help="a name for this run (the runs table)"
+    )
+    parser.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run tag, e.g. --tag sample=ttbar; repeatable",
+    )
+    parser.add_argument("--parent", help="the id of a job of yours this run belongs to")
     parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between updates")
     parser.add_argument(
@@ -55,10 +69,14 @@ def run(args: argparse.Namespace) -> int:
                 key,
                 progress=progress,
                 uploaded=lambda item: done.append(describe(item)),
+                run_name=args.run_name,
+                tags=args.tags,
+                parent=args.parent,
             )
         for line in done:
             print(line, file=sys.stderr)
-        print(f"submitted job {job['id']} ({job['name']})")
+        named = f"run {job['run_name']!r}, " if job.get("run_name") else ""
+        print(f"submitted job {job['id']} ({named}{job['name']})")
         if not args.wait:
             return 0
         final = wait(client, job["id"], args.poll)

@@ -64,13 +64,17 @@ class Client(Transport):
         *,
         progress: uploads.Progress | None = None,
         uploaded: Callable[[uploads.Uploaded], None] | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | Sequence[str] = (),
+        parent: str | None = None,
     ) -> dict[str, Any]:
         """Queue a pipeline spec or apply request (a path, or the document's bytes).
 
         A spec given by path has its local input files uploaded first as your datasets
         and named ``dataset:NAME`` (:mod:`mlaas4hep.client.localize`; a job sees only
         those). *files* are small files the job needs (a model module, a file list).
-        Returns the queued job.
+        *run_name*, *tags* (a mapping, or ``KEY=VALUE`` strings) and *parent* (a job id of
+        yours) label the run in the runs table. Returns the queued job.
         """
         if isinstance(spec, bytes):
             body = spec
@@ -81,13 +85,17 @@ class Client(Transport):
                 progress=progress, uploaded=uploaded,
             )  # fmt: skip
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        # KEY=VALUE strings as given: the service checks them (one message for every client).
+        tag_list = [f"{k}={v}" for k, v in tags.items()] if isinstance(tags, Mapping) else tags
+        params: dict[str, Any] = {"tag": list(tag_list)}
+        params |= {k: v for k, v in (("run_name", run_name), ("parent", parent)) if v}
         if files:
             parts = [("spec", ("pipeline.yaml", body, "application/yaml"))]
             parts += [("files", (f.name, _read(f), "application/octet-stream")) for f in files]
-            r = self.request("POST", "/jobs", files=parts, headers=headers)
+            r = self.request("POST", "/jobs", files=parts, headers=headers, params=params)
         else:
             headers["Content-Type"] = "application/yaml"
-            r = self.request("POST", "/jobs", content=body, headers=headers)
+            r = self.request("POST", "/jobs", content=body, headers=headers, params=params)
         return dict(r.json())
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -199,6 +207,25 @@ class Client(Transport):
     def delete_model(self, name: str) -> None:
         """Delete every version of *name* (needs modify rights on it)."""
         self.call("DELETE", "/delete", params={"model": name})
+
+    def model_registry(self, name: str) -> dict[str, Any]:
+        """A model's versions (state, aliases, source job, metrics), aliases and policy."""
+        return dict(self.call("GET", f"/v2/repository/models/{name}/registry").json())
+
+    def promote(self, name: str, version: int, alias: str) -> dict[str, Any]:
+        """Point *alias* at *version* (served once this returns): ``{previous, version}``."""
+        path = f"/v2/repository/models/{name}/aliases/{alias}"
+        return dict(self.call("PUT", path, json={"version": version}).json())
+
+    def rollback(self, name: str, alias: str) -> dict[str, Any]:
+        """Move *alias* back to the version it pointed to before its last promotion."""
+        path = f"/v2/repository/models/{name}/aliases/{alias}/rollback"
+        return dict(self.call("POST", path).json())
+
+    def set_serving_policy(self, name: str, policy: str) -> dict[str, Any]:
+        """Which versions are loaded (``latest[:N]``, ``all``, ``aliased``, ``versions:1,3``)."""
+        path = f"/v2/repository/models/{name}/policy"
+        return dict(self.call("PUT", path, json={"policy": policy}).json())
 
     def fetch_model(self, ref: str, cache: Path | None = None) -> Path:
         """Download ``NAME[:VERSION]``'s bundle; return its local directory (what

@@ -280,6 +280,8 @@ class AttemptRunner:
             if update is None:
                 log.write(line)
                 continue
+            if (text := prog.log_line(update)) is not None:
+                log.write(text)  # epoch ends and later steps, in words
             with self._progress_lock:
                 self._progress = prog.merge(self._progress, update)
 

@@ -63,6 +63,7 @@ def publish(settings: Settings, job: JobRecord, result_dir: Path) -> tuple[str, 
     if name is None:
         return None
     from mlaas4hep.serve.ownership import ModelOwners, denied_message
+    from mlaas4hep.serve.registry import VersionRecord
     from mlaas4hep.serve.repository import check_model_name
 
     repository = model_repository(settings)
@@ -83,7 +84,9 @@ def publish(settings: Settings, job: JobRecord, result_dir: Path) -> tuple[str, 
         # a job publishes into models its submitter owns, or claims a free name.
         if record.legacy or record.broken or record.owner != job.owner:
             raise PermissionDenied(denied_message(name, "modify", record))
-        return name, repository.commit(name, staged, None, record.owner)
+        # The job's owner only travels as its key: the record's name is the model's owner's.
+        source = VersionRecord("job", job.owner, record.owner_name, job.id)
+        return name, repository.commit(name, staged, None, record.owner, source)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 

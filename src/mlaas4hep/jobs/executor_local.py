@@ -33,6 +33,7 @@ from mlaas4hep.jobs.recovery import make_worker_id, purge_old, recover
 from mlaas4hep.jobs.sandbox import UNSAFE_WARNING, Sandbox, probe, resolve
 from mlaas4hep.jobs.states import Exited
 from mlaas4hep.jobs.store import JobRecord, JobStore, LeaseLost
+from mlaas4hep.jobs.tune import record_study
 
 log = logging.getLogger(__name__)
 _RETENTION_EVERY_S = 3600.0
@@ -183,6 +184,20 @@ class LocalExecutor:
         progress = {**(outcome.progress or {}), "deployed": {"model": name, "version": version}}
         return dataclasses.replace(outcome, progress=progress)
 
+    def _record_study(self, job: JobRecord, outcome: AttemptOutcome) -> AttemptOutcome:
+        """Store a succeeded job's hyperparameter search in the database (``jobs/tune.py``)."""
+        if not outcome.ok or outcome.result_dir is None or outcome.lease_lost:
+            return outcome
+        result = job_paths(self.settings.data_dir, job.id).root / outcome.result_dir
+        try:
+            name = record_study(self.settings.db_url, job, result)
+        except (Mlaas4hepError, OSError) as exc:
+            reason = f"cannot store the hyperparameter search: {exc}"
+            return dataclasses.replace(outcome, ok=False, reason=reason)
+        if name is None:
+            return outcome
+        return dataclasses.replace(outcome, progress={**(outcome.progress or {}), "study": name})
+
     def _register(self, job: JobRecord, outcome: AttemptOutcome) -> AttemptOutcome:
         """Register an apply job's outputs as datasets before the success is recorded."""
         if not outcome.ok or outcome.result_dir is None or outcome.lease_lost:
@@ -208,7 +223,7 @@ class LocalExecutor:
         if outcome.lease_lost:
             log.warning("job %s attempt %d: lease lost, outcome dropped", job.id, job.attempt)
             return job
-        outcome = self._register(job, self._deploy(job, outcome))
+        outcome = self._register(job, self._deploy(job, self._record_study(job, outcome)))
         event = Exited(ok=outcome.ok, reason=outcome.reason)
         try:
             done = self.store.finish(

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mlaas4hep.errors import SpecError
+from mlaas4hep.jobs.migrate import add_missing_columns
 
 #: Advisory lock id serialising table creation on PostgreSQL (any constant: "mlaas4" in ASCII).
 _DDL_LOCK_KEY = 0x6D6C61617334
@@ -69,6 +70,10 @@ class JobRow(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress: Mapped[str | None] = mapped_column(Text, nullable=True)
     result_dir: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Run labels (docs/ui.md, "Runs"); added after release: nullable, see jobs/migrate.py.
+    run_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tags: Mapped[str | None] = mapped_column(Text, nullable=True)  # a JSON object
+    parent: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class DatasetRow(Base):
@@ -122,12 +127,14 @@ def make_engine(url: str) -> Engine:
 def _create_tables(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         Base.metadata.create_all(engine)
+        add_missing_columns(engine, Base.metadata)
         return
     # Replicas starting together would race on CREATE TABLE (a unique violation in the
     # catalogue); a transaction-scoped advisory lock lets one create and the others see it.
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
         Base.metadata.create_all(conn)
+        add_missing_columns(conn, Base.metadata)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

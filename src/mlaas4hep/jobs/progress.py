@@ -51,6 +51,8 @@ _MAX_SECONDS = 1e9
 _REPORT_KEYS = ("events", "total", "message", *_TIMES)
 _MAX_METRICS = 32
 _MAX_MERGED_METRICS = 64  # a job cannot grow its stored progress without bound
+#: Epochs kept in the progress ``history`` (the newest; metrics.json has them all).
+MAX_HISTORY = 500
 _MAX_TEXT = 200
 _MAX_LINE = 64 * 1024
 
@@ -111,6 +113,8 @@ def merge(previous: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, 
     (``events``, ``total``, ``message``, ``elapsed_s``, ``eta_s``) go unless it repeats
     them; ``epoch``/``epochs`` stay. Metrics are merged key by key, at most
     ``_MAX_MERGED_METRICS`` names in all: later new names are dropped, known ones update.
+    A ``validate`` report (an epoch's end) appends ``{"epoch": E, **metrics}`` to
+    ``history`` (the newest ``MAX_HISTORY`` epochs; a job cannot send a history itself).
     """
     merged = dict(previous or {})
     if "phase" in update:
@@ -123,7 +127,29 @@ def merge(previous: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, 
     merged.update(update)
     if metrics:
         merged["metrics"] = metrics
+    if update.get("phase") == "validate" and isinstance(update.get("epoch"), int):
+        # The end of an epoch: its metrics join the history (the live per-epoch charts).
+        point = {"epoch": update["epoch"], **update.get("metrics", {})}
+        earlier = [h for h in merged.get("history", []) if h.get("epoch") != point["epoch"]]
+        merged["history"] = [*earlier, point][-MAX_HISTORY:]
     return merged
+
+
+def log_line(update: dict[str, Any]) -> str | None:
+    """The line a progress report adds to the job log (epoch ends and later steps), or
+    None for the frequent chunk updates. E.g. ``[mlaas4hep] epoch 2/5: train_loss 0.4512,
+    val_loss 0.4401, val_auc 0.9012 (3.2 s)``."""
+    phase = update.get("phase")
+    if phase == "validate" and isinstance(update.get("epoch"), int):
+        metrics = update.get("metrics", {})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "seconds")
+        of = f"/{update['epochs']}" if isinstance(update.get("epochs"), int) else ""
+        took = f" ({metrics['seconds']:.1f} s)" if "seconds" in metrics else ""
+        note = f" [{update['message']}]" if update.get("message") else ""
+        return f"[mlaas4hep] epoch {update['epoch']}{of}: {shown}{took}{note}\n"
+    if phase in ("export", "evaluate", "done") and update.get("message"):
+        return f"[mlaas4hep] {phase}: {update['message']}\n"
+    return None
 
 
 def eta_seconds(

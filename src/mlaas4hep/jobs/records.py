@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Row
 
 from mlaas4hep.jobs.states import State, Status
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """What a submission may add to identify a run (all optional; see ``jobs/runs.py``)."""
+
+    name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,9 @@ class NewJob:
     needs_network: bool = False
     max_attempts: int = 3
     job_id: str | None = None
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,22 @@ class JobRecord:
     reason: str | None
     progress: dict[str, Any] | None
     result_dir: str | None
+    run_name: str | None = None  # the run labels (docs/ui.md, "Runs")
+    tags: dict[str, str] = field(default_factory=dict)
+    parent: str | None = None  # the job this run belongs to (e.g. a tuning study's)
+
+    @property
+    def title(self) -> str:
+        """What lists show: the run name, else the pipeline's name."""
+        return self.run_name or self.name
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (to *updated_at* while running); None before start."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else self.updated_at
+        return max(0.0, end - self.started_at)
 
     @property
     def status(self) -> Status:
@@ -89,4 +117,12 @@ def record_of(row: Row[Any]) -> JobRecord:
         reason=m["reason"],
         progress=json.loads(m["progress"]) if m["progress"] else None,
         result_dir=m["result_dir"],
+        run_name=m["run_name"],
+        tags=_tags(m["tags"]),
+        parent=m["parent"],
     )
+
+
+def _tags(raw: str | None) -> dict[str, str]:
+    doc = json.loads(raw) if raw else {}
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}

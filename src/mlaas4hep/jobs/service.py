@@ -27,6 +27,7 @@ from mlaas4hep.jobs.credentials import store_token
 from mlaas4hep.jobs.datasets import DatasetStore
 from mlaas4hep.jobs.layout import JobPaths, job_paths, remove_tree, safe_name
 from mlaas4hep.jobs.limits import fmt_bytes
+from mlaas4hep.jobs.records import RunLabels
 from mlaas4hep.jobs.states import Decision, State
 from mlaas4hep.jobs.store import JobRecord, JobStore, NewJob
 from mlaas4hep.spec import PipelineSpec, validate_spec
@@ -100,13 +101,16 @@ class JobService:
         idempotency_key: str | None = None,
         *,
         token: str | None = None,
+        labels: RunLabels | None = None,
     ) -> tuple[JobRecord, bool]:
         """Queue a job that passed the submission policy; ``(job, created)`` (False: a replay).
 
         *submission* comes from :func:`mlaas4hep.jobs.policy.authorize`, the one place that
         decides what may run. ``token``: the submitter's bearer token, kept for the job's
         remote reads (see ``jobs.credentials``); pass it only when
-        ``credentials.wants_token`` says so.
+        ``credentials.wants_token`` says so. *labels*: the run name, tags and parent,
+        checked by :func:`mlaas4hep.jobs.runs.check_labels` (a parent must be the
+        submitter's own job).
 
         Raises:
             IdempotencyKeyReused: the key was used for a different request.
@@ -122,6 +126,8 @@ class JobService:
         earlier = self.store.replay(new)
         if earlier is not None:
             return earlier, False
+        if labels is not None and labels.parent is not None:
+            self.store.get(labels.parent, submission.owner)  # NotFound unless theirs
         paths = job_paths(self.settings.data_dir, submission.job_id)
         spec = _module_in_input(submission.document, paths, submission.files)
         self._write_input(paths, spec, submission.files, submission.model)
@@ -134,6 +140,10 @@ class JobService:
             needs_network=submission.needs_network,
             job_id=submission.job_id,
         )
+        if labels is not None:
+            new = dataclasses.replace(
+                new, run_name=labels.name, tags=dict(labels.tags), parent=labels.parent
+            )
         try:
             job, created = self.store.create(new)
         except BaseException:

@@ -98,6 +98,9 @@ class JobStore:
             "cancel_requested": False,
             "created_at": now,
             "updated_at": now,
+            "run_name": new.run_name,
+            "tags": json.dumps(new.tags, sort_keys=True) if new.tags else None,
+            "parent": new.parent,
         }
         try:
             with self.engine.begin() as conn:

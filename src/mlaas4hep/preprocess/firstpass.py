@@ -6,9 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from mlaas4hep.preprocess.cutflow import cutflow_rows
 from mlaas4hep.preprocess.info import FeatureInfo
 from mlaas4hep.preprocess.normalize import FeatureStats, offset_scale
 from mlaas4hep.preprocess.program import ChunkResult, Program
+from mlaas4hep.preprocess.reweight import ReweightPlan, class_totals
+from mlaas4hep.preprocess.reweight_hist import ReweightHistograms
 from mlaas4hep.preprocess.split import SPLIT_CODES, TRAIN
 
 
@@ -24,6 +27,8 @@ class Accumulator:
         self.events: dict[str, dict[str, int]] = {}
         self.nonfinite: dict[str, int] = {}
         self.class_w = np.zeros(max(program.labels.n_classes, 2))
+        # preprocess.reweight: histograms of the training events' weights (before balance)
+        self.reweight = ReweightHistograms(program.reweighting or ReweightPlan((), False))
 
     def add(self, dataset: str, r: ChunkResult) -> None:
         """Add one processed chunk: its own sums, merged (the same path as a worker's)."""
@@ -43,6 +48,7 @@ class Accumulator:
         part.stats.update(r.X[train])
         if self.program.labels.task != "regression" and train.any():
             np.add.at(part.class_w, r.y[train].astype(np.int64), r.w[train].astype(np.float64))
+        part.reweight.fill(r.columns, r.y, r.w, dataset, train)
         return part
 
     def merge(self, other: Accumulator) -> Accumulator:
@@ -53,7 +59,8 @@ class Accumulator:
         bit what one process streaming the same chunks gives (``Preprocessor.fit``).
         """
         for ds, counts in other.flow.items():
-            mine = self.flow.setdefault(ds, np.zeros(self.ncuts + 1, dtype=np.int64))
+            # one count per cut of that dataset: the global cuts, then its own
+            mine = self.flow.setdefault(ds, np.zeros(len(counts), dtype=np.int64))
             mine += counts
         for ds, ev in other.events.items():
             acc = self.events.setdefault(ds, dict.fromkeys(_EVENT_KEYS, 0))
@@ -63,6 +70,7 @@ class Accumulator:
             self.nonfinite[k] = self.nonfinite.get(k, 0) + n
         self.stats.merge(other.stats)
         self.class_w = self.class_w + other.class_w
+        self.reweight.merge(other.reweight)
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -88,8 +96,9 @@ class Accumulator:
         labels = self.program.labels
         offset, scale = offset_scale(self.stats, pre.normalize)
         class_weights: tuple[float, ...] = ()
+        reweight = self.reweight.document()
         if pre.balance:
-            cw = self.class_w
+            cw = class_totals(self.class_w, reweight)  # balance sees the reweighted totals
             total, k = cw.sum(), int((cw > 0).sum())
             class_weights = tuple(float(total / (k * c)) if c > 0 else 1.0 for c in cw)
         return FeatureInfo(
@@ -101,37 +110,13 @@ class Accumulator:
             offset=offset,
             scale=scale,
             stats=self.stats.to_dict(self.program.names),
-            cutflow=_cutflow(self.program, self.flow),
+            cutflow=cutflow_rows(self.program.cuts, self.program.own_cuts, self.flow),
             events=self.events,
             class_weights=class_weights,
             nonfinite=self.nonfinite,
+            reweight=reweight,
         )
 
 
 _EVENT_KEYS = ("read", "passed", "dropped_nonfinite", "train", "validation", "test")
 
-
-def _cutflow(program: Program, flow: dict[str, np.ndarray[Any, Any]]) -> list[dict[str, Any]]:
-    total = sum(flow.values(), np.zeros(len(program.cuts) + 1, dtype=np.int64))
-    rows = []
-    for i, (name, e) in enumerate(program.cuts):
-        rows.append(
-            {
-                "cut": name,
-                "expr": e.text,
-                **_eff(int(total[i]), int(total[i + 1]), int(total[0])),
-                "datasets": {
-                    ds: _eff(int(c[i]), int(c[i + 1]), int(c[0])) for ds, c in flow.items()
-                },
-            }
-        )
-    return rows
-
-
-def _eff(before: int, after: int, read: int) -> dict[str, Any]:
-    return {
-        "before": before,
-        "after": after,
-        "efficiency": after / before if before else None,
-        "cumulative": after / read if read else None,
-    }

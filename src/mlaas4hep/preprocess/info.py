@@ -37,6 +37,8 @@ class FeatureInfo:
     events: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> counts
     class_weights: tuple[float, ...] = ()  # balancing factor per class (empty: none)
     nonfinite: dict[str, int] = field(default_factory=dict)  # column -> NaN/inf count
+    # preprocess.reweight: histograms and factor maps (preprocess/reweight_hist.py)
+    reweight: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (``from_dict`` reads it back)."""
@@ -53,6 +55,7 @@ class FeatureInfo:
             "events": self.events,
             "class_weights": list(self.class_weights),
             "nonfinite": self.nonfinite,
+            "reweight": self.reweight,
         }
 
     @classmethod
@@ -71,4 +74,5 @@ class FeatureInfo:
             events=d.get("events", {}),
             class_weights=tuple(d.get("class_weights", ())),
             nonfinite=d.get("nonfinite", {}),
+            reweight=d.get("reweight", {}),
         )

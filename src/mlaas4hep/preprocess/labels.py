@@ -1,9 +1,16 @@
-"""Which learning task a spec describes, and the target value of each dataset.
+"""Which learning task a spec describes, and the target of each dataset's events.
 
-Labels come from the datasets (``data.datasets[].label``) or from an expression
-(``preprocess.label``). With ``task: auto``: dataset labels 0/1 mean ``binary``, other
-integer labels ``multiclass`` (class index = rank of the label value), non-integer labels
-and label expressions ``regression``.
+An event's label comes from, in this order: ``preprocess.label`` (one expression for every
+event; numeric dataset labels are then ignored), else its dataset's ``label`` (a number, or
+an expression evaluated on its events) or ``class`` (a name from ``preprocess.classes``).
+
+* With ``preprocess.classes`` (or any ``datasets[].class``) the task is classification over
+  those classes, in that order: a class name gives its index, a numeric label is the class
+  index itself, an expression must give 0..n-1. ``task: auto`` is ``binary`` for two
+  classes, ``multiclass`` for more.
+* Without: numeric dataset labels 0/1 mean ``binary``, other integers ``multiclass`` (class
+  index = rank of the label value), non-integers ``regression``; with a label expression,
+  ``task: auto`` means ``regression`` (``task: binary`` for an expression giving 0/1).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mlaas4hep.errors import SpecError
+from mlaas4hep.preprocess.expr import Expr, error
+from mlaas4hep.preprocess.typecheck import Type
 from mlaas4hep.spec import PipelineSpec
 
 Task = Literal["binary", "multiclass", "regression"]
@@ -19,12 +28,17 @@ Task = Literal["binary", "multiclass", "regression"]
 
 @dataclass(frozen=True)
 class LabelPlan:
-    """The resolved task; ``targets`` maps dataset name -> target (absent with an expression)."""
+    """The resolved task; ``targets``: dataset name -> constant target (the datasets
+    labelled by a number or a class; those labelled by an expression are absent)."""
 
     task: Task
     n_classes: int
     class_names: tuple[str, ...]
     targets: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def classification(self) -> bool:
+        return self.task != "regression"
 
 
 def plan_labels(spec: PipelineSpec) -> LabelPlan:
@@ -33,6 +47,8 @@ def plan_labels(spec: PipelineSpec) -> LabelPlan:
     if pre.label is not None:
         return _from_expression(spec)
     datasets = spec.data.datasets
+    if pre.classes or any(d.class_ is not None for d in datasets):
+        return _named_classes(spec)
     missing = [d.name for d in datasets if d.label is None]
     if missing and pre.task == "multiclass" and len(missing) == len(datasets):
         names = tuple(d.name for d in datasets)  # one class per dataset, in order
@@ -41,12 +57,14 @@ def plan_labels(spec: PipelineSpec) -> LabelPlan:
         )
     if missing:
         msg = (
-            f"data.datasets {missing!r} have no label: give every dataset a label "
-            "(e.g. 1 signal, 0 background), or set preprocess.label to an expression, or "
-            "set preprocess.task: multiclass (one class per dataset)"
+            f"data.datasets {missing!r} have no label: give every dataset a label (a number, "
+            "e.g. 1 signal, 0 background, or a label expression such as 'nMuon >= 1'), or "
+            "set preprocess.label, or set preprocess.task: multiclass (one class per dataset)"
         )
         raise SpecError(msg)
-    labels = {d.name: float(d.label) for d in datasets if d.label is not None}
+    if any(isinstance(d.label, str) for d in datasets):
+        return _with_expressions(spec)
+    labels = {d.name: float(d.label) for d in datasets if isinstance(d.label, int | float)}
     values = sorted(set(labels.values()))
     integral = all(v == int(v) for v in values)
     task = pre.task
@@ -72,7 +90,8 @@ def _classes(
     if len(values) < 2 or not all(names):
         msg = (
             f"{task} classification needs datasets of at least two classes; labels are "
-            f"{sorted(labels.items())!r}: add a dataset with another label"
+            f"{sorted(labels.items())!r}: add a dataset with another label, or give a label "
+            "expression (e.g. label: 'nMuon >= 1' with task: binary)"
         )
         raise SpecError(msg)
     if task == "binary":
@@ -83,14 +102,112 @@ def _classes(
 
 def _from_expression(spec: PipelineSpec) -> LabelPlan:
     pre = spec.preprocess
+    if pre.classes and pre.task in ("auto", "binary", "multiclass"):
+        return _classification(pre.task, pre.classes, {}, "preprocess.label")
     if pre.task == "multiclass":
-        if not pre.classes or len(pre.classes) < 2:
-            msg = (
-                "preprocess.label with task multiclass needs preprocess.classes: the class "
-                "names, in the order of the integer values 0, 1, ... the label expression gives"
-            )
-            raise SpecError(msg)
-        return LabelPlan("multiclass", len(pre.classes), tuple(pre.classes))
+        msg = (
+            "preprocess.label with task multiclass needs preprocess.classes: the class "
+            "names, in the order of the integer values 0, 1, ... the label expression gives"
+        )
+        raise SpecError(msg)
     if pre.task == "binary":
-        return LabelPlan("binary", 1, tuple(pre.classes or ("0", "1")))
+        return LabelPlan("binary", 1, ("0", "1"))
     return LabelPlan("regression", 1, ())
+
+
+def _named_classes(spec: PipelineSpec) -> LabelPlan:
+    """Classification over ``preprocess.classes``: classes, class indices or expressions."""
+    classes = spec.preprocess.classes or []  # the spec rejects a class without classes
+    missing = [d.name for d in spec.data.datasets if d.label is None and d.class_ is None]
+    if missing:
+        msg = (
+            f"data.datasets {missing!r} have no label: give each a class (one of "
+            f"{classes!r}), a class index, or a label expression giving 0..{len(classes) - 1}"
+        )
+        raise SpecError(msg)
+    targets: dict[str, float] = {}
+    for i, d in enumerate(spec.data.datasets):
+        if d.class_ is not None:
+            targets[d.name] = float(classes.index(d.class_))
+        elif isinstance(d.label, int | float):
+            if d.label != int(d.label) or not 0 <= d.label < len(classes):
+                msg = (
+                    f"data.datasets[{i}] ({d.name!r}).label {d.label!r} is not a class index "
+                    f"0..{len(classes) - 1} of preprocess.classes {classes!r}; use "
+                    "'class: NAME' instead"
+                )
+                raise SpecError(msg)
+            targets[d.name] = float(d.label)
+    expressions = any(isinstance(d.label, str) for d in spec.data.datasets)
+    unused = [c for i, c in enumerate(classes) if float(i) not in targets.values()]
+    if unused and not expressions:
+        msg = (
+            f"preprocess.classes {unused!r} have no dataset: name them in a dataset's "
+            "'class', or remove them from preprocess.classes"
+        )
+        raise SpecError(msg)
+    return _classification(spec.preprocess.task, classes, targets, "preprocess.classes")
+
+
+def _classification(
+    task: str, classes: list[str], targets: dict[str, float], where: str
+) -> LabelPlan:
+    k = len(classes)
+    dup = sorted({c for c in classes if classes.count(c) > 1})
+    if k < 2 or dup:
+        problem = f"repeats {dup!r}" if dup else "has fewer than two classes"
+        msg = f"preprocess.classes {classes!r} {problem}: list each class once, at least two"
+        raise SpecError(msg)
+    if task == "regression":
+        msg = (
+            f"task regression with classes ({where}): a regression has no classes; remove "
+            "preprocess.classes and datasets[].class, or set task: auto"
+        )
+        raise SpecError(msg)
+    if task == "binary" and k != 2:
+        msg = f"task binary needs exactly two preprocess.classes, got {classes!r}"
+        raise SpecError(msg)
+    if task == "binary" or (task == "auto" and k == 2):
+        return LabelPlan("binary", 1, tuple(classes), targets)
+    return LabelPlan("multiclass", k, tuple(classes), targets)
+
+
+def _with_expressions(spec: PipelineSpec) -> LabelPlan:
+    """Datasets labelled by numbers and by expressions, without class names."""
+    pre = spec.preprocess
+    numbers = {
+        d.name: float(d.label) for d in spec.data.datasets if isinstance(d.label, int | float)
+    }
+    if pre.task == "multiclass":
+        msg = (
+            "a multiclass task with label expressions in data.datasets needs "
+            "preprocess.classes: the class names, in the order of the values 0, 1, ... the "
+            "expressions give"
+        )
+        raise SpecError(msg)
+    if pre.task == "binary":
+        bad = {n: v for n, v in numbers.items() if v not in (0.0, 1.0)}
+        if bad:
+            msg = f"a binary task needs dataset labels 0 or 1, got {sorted(bad.items())!r}"
+            raise SpecError(msg)
+        return LabelPlan("binary", 1, ("0", "1"), numbers)
+    return LabelPlan("regression", 1, (), numbers)
+
+
+#: What ``apply`` plans: no labels at all (scoring needs none).
+UNLABELLED = LabelPlan("regression", 1, ())
+
+
+def check_label_type(expr: Expr, t: Type, plan: LabelPlan, where: str) -> None:
+    """A classification label expression must be integer-valued: a condition (0/1) or an
+    integer expression (a class index); ``ExpressionError`` with a caret otherwise."""
+    if not plan.classification or t.dtype in ("bool", "int"):
+        return
+    want = "a condition (0/1)" if plan.task == "binary" else "a class index 0..n-1"
+    example = "nMuon >= 1" if plan.task == "binary" else "where(nMuon >= 2, 2, nMuon)"
+    what = (
+        f"in {where}: a {plan.task} label must be integer-valued ({want}), but this "
+        f"expression gives {t}"
+    )
+    hint = f"compare or use integer values, e.g. {example!r}; or set task: regression"
+    raise error(expr.text, expr.root.pos, what, hint)

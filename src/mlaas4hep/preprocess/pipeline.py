@@ -33,6 +33,7 @@ from mlaas4hep.preprocess.firstpass import Accumulator
 from mlaas4hep.preprocess.info import FeatureBatch, FeatureInfo
 from mlaas4hep.preprocess.partitioned import Distributor, chunk_columns
 from mlaas4hep.preprocess.program import LABEL, WEIGHT, ChunkResult, Program
+from mlaas4hep.preprocess.reweight import Reweighter, check_variable_names
 from mlaas4hep.preprocess.shuffle import shuffled
 from mlaas4hep.preprocess.split import SPLIT_CODES
 from mlaas4hep.spec import DataSpec, PipelineSpec
@@ -105,12 +106,15 @@ class Preprocessor:
         self._plans: dict[tuple[str, ...] | None, list[Partition]] = {}
         self._branches: list[str] | None = None
         self._info: FeatureInfo | None = None
+        self._reweighter: Reweighter | None = None
 
     @property
     def branches(self) -> list[str]:
         """The branches read from the files (resolved against the tree on first use)."""
         if self._branches is None:
-            self._branches = self.program.branches(self._names_fn(self.spec.data))
+            names = self._names_fn(self.spec.data)
+            check_variable_names(self.spec, set(names))  # a SpecError, before the caret ones
+            self._branches = self.program.branches(names)
         return self._branches
 
     def chunks(self, datasets: Sequence[str] | None = None) -> Iterator[ChunkResult]:
@@ -253,6 +257,11 @@ class Preprocessor:
     def _batch(self, r: ChunkResult, code: int | None, info: FeatureInfo) -> FeatureBatch:
         keep = slice(None) if code is None else r.split == code
         y, w = r.y[keep], r.w[keep]
+        if info.reweight and self.program.reweighting is not None:
+            if self._reweighter is None:
+                self._reweighter = Reweighter(self.program.reweighting, info.reweight)
+            columns = {k: v[keep] for k, v in r.columns.items()}
+            w = (w * self._reweighter.factors(columns, y)).astype(np.float32)
         if info.class_weights:
             w = (w * np.asarray(info.class_weights, dtype=np.float32)[y.astype(np.int64)]).astype(
                 np.float32

@@ -32,8 +32,10 @@ from mlaas4hep.preprocess import jagged
 from mlaas4hep.preprocess.evaluate import evaluate
 from mlaas4hep.preprocess.expr import Expr, Name, error, parse, walk
 from mlaas4hep.preprocess.features import build_matrix, feature_names, object_columns
-from mlaas4hep.preprocess.labels import LabelPlan, plan_labels
+from mlaas4hep.preprocess.labels import UNLABELLED, LabelPlan, check_label_type, plan_labels
+from mlaas4hep.preprocess.reweight import plan_reweighting
 from mlaas4hep.preprocess.split import assign_split
+from mlaas4hep.preprocess.steps import DatasetSteps, dataset_steps, global_steps, steps_for
 from mlaas4hep.preprocess.typecheck import Type, check, type_of_column
 from mlaas4hep.spec import DatasetSpec, PipelineSpec
 
@@ -54,6 +56,8 @@ class ChunkResult:
     nonfinite: dict[str, int]  # feature / <label> / <weight> / define:NAME -> NaN/inf count
     dropped: int  # events dropped for NaN/inf features (nonfinite: drop)
     dataset: str = ""  # the dataset the chunk came from
+    # expression text -> float64 (n,): the reweighting variables (preprocess.reweight)
+    columns: dict[str, np.ndarray[Any, Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,13 +89,16 @@ class Program:
         *,
         purpose: Literal["train", "apply"] = "train",
         identifiers: Sequence[str] | None = None,
+        dataset: str | None = None,
     ) -> None:
-        """*identifiers*: the id branches read (default ``spec.data.identifiers``)."""
+        """*identifiers*: the id branches read (default ``spec.data.identifiers``);
+        *dataset*: apply that dataset's own defines and cuts too (apply mode; default:
+        the global steps only)."""
         self.spec = spec
         self.purpose = purpose
         self.identifiers = list(spec.data.identifiers if identifiers is None else identifiers)
         pre = spec.preprocess
-        self.labels: LabelPlan = plan_labels(spec)
+        self.labels: LabelPlan = plan_labels(spec) if purpose == "train" else UNLABELLED
         self.names = feature_names(pre.features)
         self.selects = {c: _parse(t, f"preprocess.select.{c}") for c, t in pre.select.items()}
         self.defines = {n: _parse(t, f"preprocess.define.{n}") for n, t in pre.define.items()}
@@ -106,12 +113,26 @@ class Program:
             for d in spec.data.datasets
             if d.weight and training
         }
+        # per-event values handed on with the result: the reweighting variables
+        self.extras = [
+            (where, _parse(a.expr, where))
+            for i, r in enumerate(pre.reweight if training else ())
+            for j, a in enumerate(r.variables)
+            for where in (f"preprocess.reweight[{i}].variables[{j}]",)
+        ]
+        self.reweighting = plan_reweighting(spec, self.labels) if training else None
+        # each dataset's own defines, cuts and label (preprocess.steps); apply runs the
+        # global steps, or those of the one dataset it is given
+        self.steps = dataset_steps(spec, self.defines, _parse, labels=training)
+        self.applied = steps_for(self.steps, dataset, self.defines)
         self.feature_cols = list(pre.features.scalars) + [
             c for coll, obj in pre.features.objects.items() for c in object_columns(coll, obj)
         ]
         self.types: dict[str, Type] | None = None
         self._layouts: dict[str, str] = {}  # input column -> its type, set by bind
         self._where = {id(e): w for w, e in self._all_exprs()}
+        for steps in self.steps.values():
+            self._where.update(steps.where)
 
     def _all_exprs(self) -> list[tuple[str, Expr]]:
         out = [(f"preprocess.select.{c}", e) for c, e in self.selects.items()]
@@ -127,13 +148,15 @@ class Program:
 
     # -- which branches ----------------------------------------------------------------
 
-    def _late_exprs(self) -> list[tuple[str, Expr]]:
-        """Expressions evaluated after the defines, with where they come from."""
+    def _late_exprs(self, steps: DatasetSteps | None = None) -> list[tuple[str, Expr]]:
+        """Expressions evaluated after the defines, with where they come from (with
+        *steps*: that dataset's own cuts and label after the global cuts)."""
         out = [(f"preprocess.cuts[{i}]", e) for i, (_, e) in enumerate(self.cuts)]
+        out += steps.late() if steps is not None else []
         out += [("preprocess.label", self.label)] if self.label else []
         out += [("preprocess.weight", self.weight)] if self.weight else []
         out += [(f"data.datasets[{n}].weight", e) for n, e in self.dataset_weights.items()]
-        return out
+        return out + self.extras
 
     def branches(self, available: Collection[str]) -> list[str]:
         """The branches to read, given the branch names of the tree.
@@ -146,14 +169,10 @@ class Program:
         for where, e in (("preprocess.select." + c, e) for c, e in self.selects.items()):
             needed |= self._resolve(e, where, avail, set())
         known: set[str] = set()
-        for name, e in self.defines.items():
-            needed |= self._resolve(e, f"preprocess.define.{name}", avail, known)
-            known.add(name)
-        for where, e in self._late_exprs():
-            needed |= self._resolve(e, where, avail, known)
-        for col in self.feature_cols:
-            if col not in known:
-                needed.add(col)
+        for steps in self._checked_steps():
+            used, defined = self._needed(steps, avail)
+            needed |= used
+            known |= defined
         ids = [i for i in self.identifiers if i not in avail]
         missing = sorted(n for n in needed if n not in avail and n not in ids)
         problems = [self._missing_identifiers(ids, avail)] if ids else []
@@ -167,6 +186,29 @@ class Program:
         if problems:
             raise SpecError("\n".join(problems))
         return sorted(needed)
+
+    @property
+    def own_cuts(self) -> dict[str, Sequence[tuple[str, Expr]]]:
+        """The cuts of each dataset that has its own (``data.datasets[].cuts``), in order."""
+        return {name: s.cuts for name, s in self.steps.items() if s.cuts}
+
+    def _checked_steps(self) -> list[DatasetSteps]:
+        """The distinct steps to check: the applied ones, or the global ones and each
+        dataset's own (training)."""
+        if self.purpose == "apply":
+            return [self.applied]
+        return [global_steps(self.defines), *(s for s in self.steps.values() if s.own)]
+
+    def _needed(self, steps: DatasetSteps, avail: set[str]) -> tuple[set[str], set[str]]:
+        """The input columns *steps* read (features included), and the names it defines."""
+        needed: set[str] = set()
+        known: set[str] = set()
+        for name, e in steps.defines.items():
+            needed |= self._resolve(e, self._where[id(e)], avail, known)
+            known.add(name)
+        for where, e in self._late_exprs(steps):
+            needed |= self._resolve(e, where, avail, known)
+        return needed | {c for c in self.feature_cols if c not in known}, known
 
     def _missing_identifiers(self, missing: list[str], avail: set[str]) -> str:
         """Why identifier branches are missing (the default is the usual cause) and the fix."""
@@ -217,17 +259,25 @@ class Program:
                     f"preprocess.select.{coll} must be a per-object condition on {coll}_* "
                     f"columns (e.g. {coll}_pt > 30), got {t}: {e.text!r}"
                 )
-        for name, e in self.defines.items():
-            types[name] = _checked(e, types, f"preprocess.define.{name}")
-        for where, e in self._late_exprs():
+        bound = [self._bind_steps(steps, dict(types)) for steps in self._checked_steps()]
+        self.types = bound[0]
+
+    def _bind_steps(self, steps: DatasetSteps, types: dict[str, Type]) -> dict[str, Type]:
+        """Type-check *steps* on input column *types*; returns them with the defines'."""
+        for name, e in steps.defines.items():
+            types[name] = _checked(e, types, self._where[id(e)])
+        cuts = {id(e) for _, e in (*self.cuts, *steps.cuts)}
+        for where, e in self._late_exprs(steps):
             t = _checked(e, types, where)
             if t.kind == "object":
                 hint = "reduce it with any(), all(), count(), sum(), first(), ..."
                 raise ExpressionError(f"{where} must be one value per event, got {t}; {hint}")
-            if where.startswith("preprocess.cuts") and t.dtype != "bool":
+            if id(e) in cuts and t.dtype != "bool":
                 raise ExpressionError(f"{where} must be a condition, got {t}: {e.text!r}")
+            if e is self.label or e is steps.label:
+                check_label_type(e, t, self.labels, where)
         self._check_features(types)
-        self.types = types
+        return types
 
     def learn_types(self, types: Mapping[str, str]) -> None:
         """Take the input types another copy of this program bound (a Dask worker's), when
@@ -266,13 +316,14 @@ class Program:
         n = len(next(iter(columns.values()))) if columns else 0
         env = {k: _event_or_object(v) for k, v in columns.items()}
         self._select(env)
+        steps = self.steps.get(dataset.name) or global_steps(self.defines)
         nonfinite: dict[str, int] = {}
-        for name, e in self.defines.items():
+        for name, e in steps.defines.items():
             env[name] = _broadcast(self._eval(e, env), n)
             nonfinite[DEFINE_PREFIX + name] = _count_nonfinite(env[name])
         keep = np.ones(n, dtype=bool)
         passed = []
-        for _, e in self.cuts:
+        for _, e in (*self.cuts, *steps.cuts):
             keep &= _broadcast(self._eval(e, env), n).astype(bool)
             passed.append(int(keep.sum()))
         # per-event columns are filtered here; object columns go whole to build_matrix,
@@ -280,11 +331,11 @@ class Program:
         index = np.flatnonzero(keep)  # take() beats boolean indexing per column
         kept = {
             k: env[k] if isinstance(env[k], ak.Array) else np.asarray(env[k]).take(index)
-            for k in self._after_cut_columns()
+            for k in self._after_cut_columns(steps)
         }
         m = int(keep.sum())
         X = build_matrix(kept, self.spec.preprocess.features, keep)
-        y = self._targets(kept, dataset, m)
+        y = self._targets(kept, dataset, m, steps.label or self.label)
         w = self._weights(kept, dataset, m)
         ids = [np.asarray(kept[i]) for i in self.spec.data.identifiers]
         split_spec = self.spec.preprocess.split
@@ -295,7 +346,10 @@ class Program:
             if ids  # no identifiers (the spec then asks for no validation/test): all train
             else np.zeros(m, dtype=np.uint8)
         )
-        result = self._finite(X, y, w, split, n, tuple(passed), nonfinite)
+        # on every event, then the kept ones: kept object columns are not filtered yet
+        extra = {e.text: np.asarray(_broadcast(self._eval(e, env), n), dtype=np.float64)[index]
+                 for _, e in self.extras}  # fmt: skip
+        result = self._finite(X, y, w, split, n, tuple(passed), nonfinite, extra)
         return dataclasses.replace(result, dataset=dataset.name)
 
     def apply(self, columns: Mapping[str, Any]) -> AppliedChunk:
@@ -311,10 +365,10 @@ class Program:
         ids = {i: np.asarray(_event_or_object(columns[i])) for i in self.identifiers}
         env = {k: _event_or_object(v) for k, v in columns.items()}
         self._select(env)
-        for name, e in self.defines.items():
+        for name, e in self.applied.defines.items():
             env[name] = _broadcast(self._eval(e, env), n)
         keep = np.ones(n, dtype=bool)
-        for _, e in self.cuts:
+        for _, e in (*self.cuts, *self.applied.cuts):
             keep &= _broadcast(self._eval(e, env), n).astype(bool)
         index = np.flatnonzero(keep)
         kept = {
@@ -348,27 +402,28 @@ class Program:
                 counts = selection.counts() if selection else ak.to_numpy(ak.sum(mask, axis=1))
                 env["n" + coll] = np.asarray(counts).astype(env["n" + coll].dtype)
 
-    def _after_cut_columns(self) -> set[str]:
+    def _after_cut_columns(self, steps: DatasetSteps) -> set[str]:
         cols = set(self.feature_cols) | set(self.identifiers)
-        for _, e in self._late_exprs()[len(self.cuts) :]:
+        for _, e in self._late_exprs(steps)[len(self.cuts) + len(steps.cuts) :]:
             cols |= e.names()
         return cols
 
     def _targets(
-        self, env: Mapping[str, Any], dataset: DatasetSpec, n: int
+        self, env: Mapping[str, Any], dataset: DatasetSpec, n: int, label: Expr | None
     ) -> np.ndarray[Any, Any]:
         dtype = np.int64 if self.labels.task == "multiclass" else np.float32
-        if self.label is None:
+        if label is None:
             return np.full(n, self.labels.targets[dataset.name], dtype=dtype)
-        y = np.asarray(_broadcast(self._eval(self.label, env), n), dtype=np.float64)
+        y = np.asarray(_broadcast(self._eval(label, env), n), dtype=np.float64)
         task, k = self.labels.task, self.labels.n_classes
         allowed = (0.0, 1.0) if task == "binary" else range(k) if task == "multiclass" else None
         if allowed is not None and len(y):
             bad = ~np.isin(y, np.asarray(allowed, dtype=np.float64))
             if bad.any():
                 msg = (
-                    f"preprocess.label {self.label.text!r} gave {y[bad][0]!r} for a {task} "
-                    f"task; it must give {list(allowed)!r} (fix the expression or set task)"
+                    f"{self._where[id(label)]} {label.text!r} gave {float(y[bad][0])!r} for "
+                    f"a {task} task; it must give {list(allowed)!r} (fix the expression, or "
+                    "set task / preprocess.classes)"
                 )
                 raise DataQualityError(msg)
         return y.astype(dtype)
@@ -391,6 +446,7 @@ class Program:
         n_in: int,
         passed: tuple[int, ...],
         nonfinite: dict[str, int],
+        extra: dict[str, np.ndarray[Any, Any]],
     ) -> ChunkResult:
         bad_rows = _nonfinite_rows(X, self.names, nonfinite)
         nonfinite[LABEL] = int((~np.isfinite(y)).sum()) if y.dtype.kind == "f" else 0
@@ -403,7 +459,8 @@ class Program:
             dropped = int((~good).sum())
             if dropped:
                 X, y, w, split = X[good], y[good], w[good], split[good]
-        return ChunkResult(X, y, w, split, n_in, passed, nonfinite, dropped)
+                extra = {k: v[good] for k, v in extra.items()}
+        return ChunkResult(X, y, w, split, n_in, passed, nonfinite, dropped, columns=extra)
 
 
 def _nonfinite_rows(

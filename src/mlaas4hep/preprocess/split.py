@@ -81,3 +81,26 @@ def assign_split(
 
 def _threshold(x: float) -> np.uint64:
     return np.uint64(math.ceil(max(x, 0.0) * 2.0**53))
+
+
+#: Mixed into the event hash before drawing the fold, so the fold is independent of the
+#: split draw (which uses the unmixed hash).
+_FOLD_SALT = np.uint64(0xD1B54A32D192ED03)
+
+
+def assign_fold(
+    identifiers: Sequence[np.ndarray[Any, Any]], *, folds: int, seed: int
+) -> np.ndarray[Any, Any]:
+    """Fold index per event (int64 in ``[0, folds)``) for k-folding (``train.folds``).
+
+    From the same hash of the identifiers and *seed* as ``assign_split``, mixed once more
+    with a fixed salt: the fold does not depend on the split fractions, and each fold holds
+    the same expected fractions of train/validation/test codes. Fold = the top 53 bits of
+    ``splitmix64(event_hash ^ salt)``, as ``u`` in ``[0, 1)``, times *folds*, rounded down.
+    """
+    n = len(identifiers[0]) if identifiers else 0
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    k = splitmix64(event_hash(identifiers, seed) ^ _FOLD_SALT) >> np.uint64(11)
+    # k < 2**53 and folds <= 20 (< 2**5): the product fits in uint64 exactly
+    return ((k * np.uint64(folds)) >> np.uint64(53)).astype(np.int64)

@@ -31,11 +31,13 @@ from mlaas4hep.errors import (
 from mlaas4hep.serve.bundle_export import BundleArchive, open_bundle
 from mlaas4hep.serve.codec import Array, InferRequest, decode_request, encode_response
 from mlaas4hep.serve.errors import InvalidInput, Overloaded
+from mlaas4hep.serve.folds import fold_metadata, raw_scorer, take_fold, with_fold
 from mlaas4hep.serve.manager import LoadedVersion, ModelManager
 from mlaas4hep.serve.metadata import TensorSpec
 from mlaas4hep.serve.metrics import InferenceMetrics
 from mlaas4hep.serve.ownership import ModelOwners
 from mlaas4hep.serve.raw import PASS_OUTPUT, SCORES_OUTPUT, decode_columns, raw_outputs
+from mlaas4hep.serve.registry import split_ref
 from mlaas4hep.serve.repository import MODEL_NAME as _NAME
 
 Authorize = Callable[[Principal, str, str], bool]
@@ -123,8 +125,9 @@ class DataPlane:
         self, principal: Principal, name: str, version: str | None
     ) -> dict[str, Any]:
         """V2 model metadata of the requested (default: latest) version."""
+        name, version = split_ref(name, version)  # NAME@ALIAS, or an alias as the version
         self.check(principal, "read", name)
-        loaded = self.manager.get(name, parse_version(version))
+        loaded = self.manager.get(name, self.manager.resolve(name, version))
         meta = loaded.metadata
         return {
             "name": name,
@@ -138,14 +141,17 @@ class DataPlane:
                 "spec_hash": meta.spec_hash,
                 "metrics": dict(meta.metrics),
                 "created": meta.created,
+                "aliases": self.manager.aliases(name).of_version(loaded.version),
+                **fold_metadata(meta.folds),
                 **_raw_metadata(loaded),
             },
         }
 
     def model_config(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
         """The model configuration extension: the version's config in Triton's JSON form."""
+        name, version = split_ref(name, version)
         self.check(principal, "read", name)
-        return model_config(self.manager.get(name, parse_version(version)))
+        return model_config(self.manager.get(name, self.manager.resolve(name, version)))
 
     def model_statistics(
         self, principal: Principal, name: str | None, version: str | None
@@ -163,8 +169,9 @@ class DataPlane:
                 for loaded in self.manager.served(each)
             ]
         else:
+            name, version = split_ref(name, version)
             self.check(principal, "read", name)
-            number = parse_version(version)
+            number = self.manager.resolve(name, version)
             if number is None:
                 chosen = self.manager.served(name)
             else:
@@ -173,8 +180,9 @@ class DataPlane:
 
     def model_ready(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
         """``{"name", "ready": true}``; NotFound when the model (version) is not in service."""
+        name, version = split_ref(name, version)
         self.check(principal, "read", name)
-        self.manager.get(name, parse_version(version))
+        self.manager.get(name, self.manager.resolve(name, version))
         return {"name": name, "ready": True}
 
     async def infer(
@@ -186,8 +194,9 @@ class DataPlane:
         header_length: int | None,
     ) -> tuple[bytes, int | None]:
         """Run a V2 inference request; return (response body, JSON header length or None)."""
+        name, version = split_ref(name, version)
         self.check(principal, "infer", name)
-        loaded = self.manager.get(name, parse_version(version))
+        loaded = self.manager.get(name, self.manager.resolve(name, version))
         start = time.perf_counter()
         try:
             request = decode_request(body, header_length)
@@ -212,8 +221,9 @@ class DataPlane:
         """Run an already decoded request (another framing: V2 gRPC); return the version
         that answered and the selected outputs ``(name, array, binary)``. *started*: when
         the caller began decoding (the statistics' input phase)."""
+        name, version = split_ref(name, version)
         self.check(principal, "infer", name)
-        loaded = self.manager.get(name, parse_version(version))
+        loaded = self.manager.get(name, self.manager.resolve(name, version))
         start = time.perf_counter() if started is None else started
         try:
             selected, rows, computed, ran = await self._execute(loaded, request)
@@ -228,40 +238,48 @@ class DataPlane:
     ) -> tuple[list[tuple[str, Array, bool]], int, float, float]:
         """Score a decoded request: (selected outputs, rows, when inputs were checked,
         when the model had run)."""
+        folds = loaded.metadata.folds  # a k-folded model's optional fold input: serve/folds.py
+        request, fold = take_fold(loaded.name, folds, request)
         if _is_raw(loaded, request):  # raw event columns (serve/raw.py): no batcher
             computed = time.perf_counter()
-            outputs = await self._score_raw(loaded, request)
+            outputs = await self._score_raw(loaded, request, fold)
             rows = len(outputs[SCORES_OUTPUT])
             defaults: tuple[str, ...] = RAW_OUTPUTS
         else:
             rows = check_inputs(loaded, request.inputs, request.datatypes)
             computed = time.perf_counter()
-            outputs = await loaded.batcher.submit(request.inputs, rows)
+            feeds = with_fold(loaded.name, folds, request.inputs, fold, rows)
+            outputs = await loaded.batcher.submit(feeds, rows)
             defaults = loaded.output_names
         ran = time.perf_counter()
         return _select_outputs(loaded, request, outputs, defaults), rows, computed, ran
 
-    async def _score_raw(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
-        """Decode raw columns, preprocess and score them in an inference thread."""
+    async def _score_raw(
+        self, loaded: LoadedVersion, request: InferRequest, fold: Array | None = None
+    ) -> dict[str, Array]:
+        """Decode raw columns, preprocess and score them in an inference thread (with
+        the model of each event given by *fold*, for a k-folded model)."""
         raw = loaded.raw
         assert raw.preprocessor is not None  # _is_raw checked it
         columns = decode_columns(loaded.name, raw.inputs, request.inputs, request.datatypes)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
+        score = raw_scorer(loaded.name, raw.preprocessor, fold)
         try:
-            scores, passed = await loop.run_in_executor(
-                self.manager.executor, raw.preprocessor.score, columns
-            )
+            scores, passed = await loop.run_in_executor(self.manager.executor, score, columns)
         except (DataQualityError, ExpressionError) as exc:
             msg = f"model {loaded.name!r}: the raw columns cannot be preprocessed: {exc}"
             raise InvalidInput(msg) from exc
         loaded.stats.executed(len(scores), [0.0], time.perf_counter() - start)
         return {SCORES_OUTPUT: scores, PASS_OUTPUT: passed}
 
-    async def predict_rows(self, principal: Principal, name: str, rows: Array) -> Array:
+    async def predict_rows(
+        self, principal: Principal, name: str, rows: Array, version: str | None = None
+    ) -> Array:
         """Run a float matrix through a single-input model; return its first output."""
+        name, version = split_ref(name, version)
         self.check(principal, "infer", name)
-        loaded = self.manager.get(name)
+        loaded = self.manager.get(name, self.manager.resolve(name, version))
         start = time.perf_counter()
         try:
             spec = loaded.metadata.inputs[0]
@@ -320,9 +338,12 @@ class DataPlane:
         """The bundle files of one published version, opened (iterate for the tar.gz).
 
         *version* ``None``/``latest``: the newest version in service; a number: that
-        version as published (in service or not). Read rights, like the metadata.
+        version as published (in service or not), an alias: its version. Read rights.
         """
+        name, version = split_ref(name, version)
         self.check(principal, "read", name)
+        if version is not None and not version.isdigit() and version != LATEST:
+            version = str(self.manager.resolve(name, version))
         if version in (None, "", LATEST):
             try:
                 number = self.manager.get(name).version

@@ -25,6 +25,7 @@ from mlaas4hep.errors import PermissionDenied, SpecError
 from mlaas4hep.serve.archive import ArchiveLimits, extract_tar
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.ownership import OwnerRecord, denied_message, parse_sharing
+from mlaas4hep.serve.registry import VersionRecord
 from mlaas4hep.serve.repository import ModelRepository, check_model_name
 from mlaas4hep.serve.runtime import OnnxModel
 
@@ -55,7 +56,8 @@ class Deployer:
             await asyncio.to_thread(extract_tar, fileobj, root, self._limits)
             model_dir, default_name = _find_model_dir(root)
             rel = model_dir.relative_to(root)
-            return await self._publish(principal, name or default_name, root, rel, share)
+            source = VersionRecord("upload", principal.key, principal.name)
+            return await self._publish(principal, name or default_name, (root, rel), share, source)
 
     async def upload_files(
         self,
@@ -71,21 +73,25 @@ class Deployer:
             await asyncio.to_thread(_save, model, root / MODEL_FILE)
             if metadata is not None:
                 await asyncio.to_thread(_save, metadata, root / METADATA_FILE)
-            return await self._publish(principal, name, root, PurePath(), share)
+            source = VersionRecord("upload", principal.key, principal.name)
+            return await self._publish(principal, name, (root, PurePath()), share, source)
 
     async def publish_directory(
-        self, principal: Principal, name: str, source: Path
+        self, principal: Principal, name: str, source: Path, source_job: str | None = None
     ) -> tuple[str, int]:
         """Publish a model directory (a job's result bundle) as the next version of *name*,
         checked and loaded exactly like an upload; return (name, version).
 
         *source* is absolute and is walked from ``/`` without following any link (the
-        UI passes the resolved result directory of the caller's job).
+        UI passes the resolved result directory of the caller's job, *source_job* its id,
+        recorded with the version).
         """
         if not source.is_absolute():
             msg = f"publish_directory needs an absolute directory, got {str(source)!r}"
             raise SpecError(msg)
-        return await self._publish(principal, name, Path("/"), source.relative_to("/"), None)
+        record = VersionRecord("deploy", principal.key, principal.name, source_job)
+        where = (Path("/"), source.relative_to("/"))
+        return await self._publish(principal, name, where, None, record)
 
     async def delete(self, principal: Principal, name: str) -> None:
         """Remove a model (all versions) from the repository and from service."""
@@ -94,7 +100,12 @@ class Deployer:
         await self._plane.manager.sync(name)
 
     async def _publish(
-        self, principal: Principal, name: str | None, base: Path, rel: PurePath, share: str | None
+        self,
+        principal: Principal,
+        name: str | None,
+        where: tuple[Path, PurePath],
+        share: str | None,
+        source: VersionRecord,
     ) -> tuple[str, int]:
         if not name:
             msg = "the upload names no model; pass name=... (form field or query parameter)"
@@ -108,7 +119,7 @@ class Deployer:
         if groups is not None and record is not None and not _may_share(principal, record):
             msg = f"only the owner of model {name!r} (or an admin) changes its sharing"
             raise PermissionDenied(msg)
-        staged = await asyncio.to_thread(self._stage, base, rel)
+        staged = await asyncio.to_thread(self._stage, *where)
         try:
             if record is None:  # first publish: the name is claimed now (first one wins)
                 record = await asyncio.to_thread(
@@ -119,7 +130,8 @@ class Deployer:
             elif groups is not None:
                 record = await asyncio.to_thread(owners.share, name, groups)
             expect = None if record.legacy else record.owner
-            version = await asyncio.to_thread(self._repo.commit, name, staged, None, expect)
+            commit = self._repo.commit
+            version = await asyncio.to_thread(commit, name, staged, None, expect, source)
         finally:
             await asyncio.to_thread(shutil.rmtree, staged, True)
         await self._plane.manager.load(name)

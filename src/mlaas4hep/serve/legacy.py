@@ -5,7 +5,8 @@ one row (a flat list) or many (a list of lists), in the model's feature order. U
 old server, ``keys`` is not ignored when the model knows its feature names: the values are
 reordered to match, and keys that do not match the model's features are an error (instead
 of a silently wrong prediction). The answer is the model's first output: one list for one
-row (e.g. ``[0.086]``), a list of lists for many rows.
+row (e.g. ``[0.086]``), a list of lists for many rows. ``"model": "NAME@ALIAS"`` scores
+with the version an alias points to (docs/inference.md, "Model registry").
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ from mlaas4hep.serve.codec import Array
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.errors import InvalidInput
 from mlaas4hep.serve.manager import LoadedVersion
+from mlaas4hep.serve.registry import split_ref
 
 
 async def predict_json(plane: DataPlane, principal: Principal, body: bytes) -> bytes:
     """Answer a TFaaS ``/json`` request body with the JSON response body."""
-    name, keys, values = _parse(body)
+    ref, keys, values = _parse(body)
+    name, alias = split_ref(ref, None)  # "model": "NAME@ALIAS" (serve/registry.py)
     plane.check(principal, "infer", name)  # before lookup: no existence leak to outsiders
-    loaded = plane.manager.get(name)
+    loaded = plane.manager.get(name, plane.manager.resolve(name, alias))
     rows, single = _as_matrix(values, loaded)
     if keys:
         rows = _reorder(rows, keys, loaded.metadata.feature_names)
-    output = await plane.predict_rows(principal, name, rows)
+    output = await plane.predict_rows(principal, name, rows, str(loaded.version))
     return orjson.dumps(output[0] if single else output, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

@@ -7,13 +7,20 @@ old set or the new one. Requests already holding an old version finish on it (it
 and session live as long as they are referenced). A version that fails to load is
 remembered (until its files change) and the versions serving before keep serving.
 Everything that mutates state runs on the event loop, under one lock.
+
+Aliases (serve/registry.py) are resolved against the same snapshot: the versions an
+alias points to are loaded whatever the policy, and a model's alias table is swapped in
+together with its versions, after they have loaded. A request that names an alias thus
+always finds its version in service, on every replica, whenever its poll sees the
+change; ``change_aliases`` (promote, rollback) loads first, then writes the record and
+swaps, and refuses a version that does not load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,7 @@ from mlaas4hep.serve.batching import Batcher
 from mlaas4hep.serve.metadata import ModelMetadata, TensorSpec
 from mlaas4hep.serve.metrics import InferenceMetrics
 from mlaas4hep.serve.raw import RawLoader, RawSupport
+from mlaas4hep.serve.registry import AliasTable
 from mlaas4hep.serve.repository import ModelConfig, ModelRepository
 from mlaas4hep.serve.runtime import OnnxModel
 from mlaas4hep.serve.stats import VersionStats
@@ -64,6 +72,7 @@ class IndexEntry:
     version: int
     state: str  # READY | UNAVAILABLE
     reason: str = ""
+    status: str = "serving"  # serving | not loaded (by the policy) | unloaded | failed
 
 
 class ModelManager:
@@ -86,6 +95,8 @@ class ModelManager:
         self._inline_budget_s = inline_budget_s
         # name -> {version: LoadedVersion}; inner dicts are replaced, never mutated.
         self._served: dict[str, dict[int, LoadedVersion]] = {}
+        self._aliases: dict[str, AliasTable] = {}  # swapped with _served, never mutated
+        self._configs: dict[str, ModelConfig] = {}
         self._failed: dict[tuple[str, int], tuple[int, str]] = {}
         self._disabled: set[str] = set()
         self._lock = asyncio.Lock()
@@ -115,6 +126,28 @@ class ModelManager:
             msg = f"model {name!r} has no version {version} in service; serving: {sorted(versions)}"
             raise NotFound(msg)
         return found
+
+    def resolve(self, name: str, ref: str | None) -> int | None:
+        """A version reference as a number: None/``latest`` -> None (the newest in service),
+        digits -> that number, else an alias of the loaded snapshot; NotFound otherwise."""
+        if ref is None or ref in ("", "latest"):
+            return None
+        if ref.isdigit():
+            if int(ref) < 1:
+                msg = f"model version {ref!r} is not a positive integer"
+                raise NotFound(msg)
+            return int(ref)
+        if not self._served.get(name):
+            self.get(name)  # raises NotFound with the closest names
+        return self.aliases(name).resolve(name, ref)
+
+    def aliases(self, name: str) -> AliasTable:
+        """The alias table in force for *name* (its versions are all in service)."""
+        return self._aliases.get(name, _NO_ALIASES)
+
+    def config_of(self, name: str) -> ModelConfig | None:
+        """The configuration read at the model's last sync (None before any)."""
+        return self._configs.get(name)
 
     def served_versions(self, name: str) -> list[int]:
         return sorted(self._served.get(name, {}))
@@ -182,25 +215,64 @@ class ModelManager:
         if version in served:
             return IndexEntry(name, version, "READY")
         if name in self._disabled:
-            return IndexEntry(name, version, "UNAVAILABLE", "unloaded")
+            return IndexEntry(name, version, "UNAVAILABLE", "unloaded", "unloaded")
         failed = self._failed.get((name, version))
-        reason = failed[1] if failed else "not selected by the version policy"
-        return IndexEntry(name, version, "UNAVAILABLE", reason)
+        if failed:
+            return IndexEntry(name, version, "UNAVAILABLE", failed[1], "failed")
+        config = self._configs.get(name)
+        policy = config.version_policy.describe() if config else "not read yet"
+        reason = f"not loaded (policy: {policy})"
+        return IndexEntry(name, version, "UNAVAILABLE", reason, "not loaded")
+
+    async def change_aliases(
+        self, name: str, change: Callable[[AliasTable], AliasTable]
+    ) -> AliasTable:
+        """Apply *change* (promote, rollback, remove) to *name*'s aliases: load the
+        versions it points to first, then write the record and swap both in.
+
+        Raises what *change* raises (unknown alias, nothing to roll back to), NotFound
+        for a version not on disk, SpecError for one that does not load; the record is
+        then left as it was.
+        """
+        async with self._lock:
+            on_disk = await asyncio.to_thread(self.repository.versions, name)
+            config = await asyncio.to_thread(self.repository.config, name)
+            table = change(await asyncio.to_thread(self.repository.aliases, name))
+            current = self._served.get(name, {})
+            preloaded: dict[int, LoadedVersion] = {}
+            for version in sorted(set(table.aliases.values()) - current.keys()):
+                if version not in on_disk:
+                    msg = f"model {name!r} has no version {version}; versions: {on_disk}"
+                    raise NotFound(msg)
+                loaded = await self._try_load(name, version, config)
+                if loaded is None:
+                    reason = self._failed.get((name, version), (0, "load failed"))[1]
+                    msg = f"model {name!r} version {version} cannot be served: {reason}"
+                    raise SpecError(msg)
+                preloaded[version] = loaded
+            written = await asyncio.to_thread(self.repository.update_aliases, name, change)
+            self._disabled.discard(name)
+            await self._sync_one(name, preloaded)
+        return written
 
     # ---- internals ----------------------------------------------------------------------
 
-    async def _sync_one(self, name: str) -> None:
+    async def _sync_one(
+        self, name: str, preloaded: Mapping[int, LoadedVersion] | None = None
+    ) -> None:
         if name in self._disabled:
             self._swap(name, {})
             return
         try:
             config = await asyncio.to_thread(self.repository.config, name)
             on_disk = await asyncio.to_thread(self.repository.versions, name)
+            table = await asyncio.to_thread(self.repository.aliases, name)
         except Mlaas4hepError as exc:
             log.error("model %r: %s (keeping the versions in service)", name, exc)
             return
-        current = self._served.get(name, {})
-        wanted = config.version_policy.select(on_disk)
+        self._configs[name] = config
+        current = {**(preloaded or {}), **self._served.get(name, {})}
+        wanted = config.version_policy.select(on_disk, set(table.aliases.values()))
         new: dict[int, LoadedVersion] = {}
         failed_any = False
         for version in wanted:
@@ -210,9 +282,11 @@ class ModelManager:
             else:
                 new[version] = loaded
         if failed_any:  # a failed load never takes the old versions out of service
-            new.update({v: lv for v, lv in current.items() if v in on_disk and v not in new})
-        if new.keys() != current.keys():
-            self._swap(name, new)
+            old = self._served.get(name, {})
+            new.update({v: lv for v, lv in old.items() if v in on_disk and v not in new})
+        aliases = _in_service(table, self.aliases(name), new)
+        if new.keys() != self._served.get(name, {}).keys() or aliases != self.aliases(name):
+            self._swap(name, new, aliases)
 
     async def _try_load(self, name: str, version: int, config: ModelConfig) -> LoadedVersion | None:
         vdir = self.repository.root / name / str(version)
@@ -272,18 +346,43 @@ class ModelManager:
             where = f"{vdir.parent.name} version {vdir.name}"
             return RawSupport(reason=str(exc).replace(repr(str(vdir)), where))
 
-    def _swap(self, name: str, new: dict[int, LoadedVersion]) -> None:
+    def _swap(
+        self, name: str, new: dict[int, LoadedVersion], aliases: AliasTable | None = None
+    ) -> None:
         old = self._served.get(name, {})
+        # The two assignments run without an await between them: a request sees both
+        # old or both new (an alias never names a version it cannot find).
         if new:
             self._served[name] = new
+            self._aliases[name] = aliases or _NO_ALIASES
         else:
             self._served.pop(name, None)
+            self._aliases.pop(name, None)
         for v in new.keys() - old.keys():
             self._metrics.loaded(name, v, True)
             log.info("model %r version %d in service", name, v)
         for v in old.keys() - new.keys():
             self._metrics.loaded(name, v, False)
-            log.info("model %r version %d retired", name, v)
+            config = self._configs.get(name)
+            policy = config.version_policy.describe() if config else "unloaded"
+            log.info("model %r version %d not loaded any more (policy: %s)", name, v, policy)
+
+
+_NO_ALIASES = AliasTable()
+
+
+def _in_service(
+    table: AliasTable, old: AliasTable, served: Mapping[int, LoadedVersion]
+) -> AliasTable:
+    """The aliases of *table* whose version is in *served*; an alias whose new version
+    did not load keeps its old target while that one serves (else it is left out)."""
+    aliases = {}
+    for alias, version in table.aliases.items():
+        if version in served:
+            aliases[alias] = version
+        elif old.aliases.get(alias) in served:
+            aliases[alias] = old.aliases[alias]
+    return AliasTable(aliases, table.history)
 
 
 def _signature(vdir: Path) -> int:

@@ -116,6 +116,8 @@ class ModelMetadata:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     created: str | None = None
     description: str = ""
+    #: k of a k-folded model (its graph also takes an optional ``fold`` input), else None
+    folds: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +130,7 @@ class ModelMetadata:
             "metrics": dict(self.metrics),
             "created": self.created,
             "description": self.description,
+            **({"folds": self.folds} if self.folds else {}),
         }
 
     @classmethod
@@ -151,7 +154,17 @@ class ModelMetadata:
             metrics=dict(data.get("metrics") or {}),
             created=data.get("created"),
             description=str(data.get("description") or ""),
+            folds=_folds(data.get("folds"), where),
         )
+
+
+def _folds(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 64:
+        msg = f"{where}: 'folds' must be the number of fold models (2..64), got {value!r}"
+        raise SpecError(msg)
+    return value
 
 
 def read_metadata(version_dir: Path) -> ModelMetadata | None:

@@ -4,28 +4,32 @@ Layout::
 
     <repo>/<model>/config.json          optional: version policy, batching (see below)
     <repo>/<model>/owner.json           owner and sharing (serve/ownership.py)
+    <repo>/<model>/aliases.json         named aliases and their history (serve/registry.py)
     <repo>/<model>/<version>/model.onnx
     <repo>/<model>/<version>/metadata.json
+    <repo>/<model>/<version>/version.json   provenance: source job, publisher, time
 
 Versions are positive integers. A version directory appears atomically: publishers copy
 the artifact files (without following links: serve/intake.py) into a hidden
 ``<repo>/.staging-*`` directory, check them, and rename it into place, so a poller never
 sees half a model. ``config.json``::
 
-    {"version_policy": {"latest": 2} | {"all": {}} | {"specific": [1, 3]},
+    {"version_policy": {"latest": 2} | {"all": {}} | {"specific": [1, 3]} | {"aliased": {}},
      "batching": {"max_batch_size": 1024, "max_queue_delay_ms": 0, "max_queue_size": 1024}}
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -34,6 +38,14 @@ from mlaas4hep.errors import Conflict, NotFound, SpecError, closest
 from mlaas4hep.serve.intake import IntakeLimits, copy_artifacts, read_regular
 from mlaas4hep.serve.onnx_check import check_loads_bounded, check_self_contained
 from mlaas4hep.serve.ownership import ModelOwners
+from mlaas4hep.serve.registry import (
+    AliasTable,
+    VersionRecord,
+    read_aliases,
+    read_version_record,
+    update_aliases,
+    write_version_record,
+)
 from mlaas4hep.serve.settings import BatchPolicy
 
 CONFIG_FILE = "config.json"
@@ -55,22 +67,79 @@ def check_model_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class VersionPolicy:
-    """Which versions on disk are served: the latest N, all, or specific ones."""
+    """Which versions on disk are loaded: the latest N, all, specific ones, or the aliased.
+
+    Versions an alias points to are loaded whatever the policy (``select``'s *pinned*):
+    an alias never names a version out of service. ``aliased`` loads only those (the
+    newest version while the model has no alias, so a first publish serves).
+    """
 
     latest: int | None = 1
     specific: tuple[int, ...] = ()
+    aliased: bool = False
 
-    def select(self, available: list[int]) -> list[int]:
-        """Return the versions to serve out of *available* (ascending)."""
+    def select(self, available: list[int], pinned: Collection[int] = ()) -> list[int]:
+        """Return the versions to load out of *available* (ascending), *pinned* included."""
         ordered = sorted(available)
+        if self.aliased:
+            chosen = [] if pinned else ordered[-1:]
+        elif self.specific:
+            chosen = [v for v in ordered if v in self.specific]
+        elif self.latest is None:
+            chosen = ordered
+        else:
+            chosen = ordered[-self.latest :]
+        return sorted(set(chosen) | (set(pinned) & set(ordered)))
+
+    def describe(self) -> str:
+        """The policy as ``parse`` reads it: ``latest``, ``latest:2``, ``all``, ``aliased``,
+        ``versions:1,3``."""
+        if self.aliased:
+            return "aliased"
         if self.specific:
-            return [v for v in ordered if v in self.specific]
+            return "versions:" + ",".join(str(v) for v in self.specific)
         if self.latest is None:
-            return ordered
-        return ordered[-self.latest :]
+            return "all"
+        return "latest" if self.latest == 1 else f"latest:{self.latest}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``version_policy`` entry of ``config.json``."""
+        if self.aliased:
+            return {"aliased": {}}
+        if self.specific:
+            return {"specific": list(self.specific)}
+        if self.latest is None:
+            return {"all": {}}
+        return {"latest": self.latest}
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        """``latest``, ``latest:N``, ``all``, ``aliased`` or ``versions:1,3`` (``1,3``)."""
+        word, _, arg = text.strip().lower().replace(" ", "").partition(":")
+        try:
+            if word == "latest":
+                n = int(arg) if arg else 1
+                if n >= 1:
+                    return cls(latest=n)
+            elif word in ("all", "aliased") and not arg:
+                return cls(latest=None, aliased=word == "aliased")
+            elif word in ("versions", "specific") or word[:1].isdigit():
+                listed = arg if word in ("versions", "specific") else text
+                versions = tuple(sorted({int(v) for v in listed.split(",") if v.strip()}))
+                if versions and min(versions) >= 1:
+                    return cls(latest=None, specific=versions)
+        except ValueError:
+            pass
+        msg = (
+            f"invalid serving policy {text!r}: use 'latest', 'latest:N', 'all', 'aliased' "
+            "(the versions an alias points to) or 'versions:1,3'"
+        )
+        raise SpecError(msg)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> VersionPolicy:
+        if "aliased" in data:
+            return cls(latest=None, aliased=True)
         if "latest" in data:
             n = data["latest"]
             if isinstance(n, dict):
@@ -89,7 +158,10 @@ class VersionPolicy:
                 msg = f"{where}: version_policy.specific must list integers, got {versions!r}"
                 raise SpecError(msg)
             return cls(latest=None, specific=tuple(versions))
-        msg = f"{where}: version_policy must have one of 'latest', 'all', 'specific'; got {data!r}"
+        msg = (
+            f"{where}: version_policy must have one of 'latest', 'all', 'specific', "
+            f"'aliased'; got {data!r}"
+        )
         raise SpecError(msg)
 
 
@@ -99,6 +171,7 @@ class ModelConfig:
 
     version_policy: VersionPolicy
     batching: BatchPolicy
+    policy_set: bool = False  # the model's config.json names its policy (else the default)
 
 
 class ModelRepository:
@@ -163,7 +236,37 @@ class ModelRepository:
         policy = self._default_policy
         if "version_policy" in data:
             policy = VersionPolicy.from_json(data["version_policy"], str(path))
-        return ModelConfig(policy, _batching_from(data.get("batching", {}), self._batching, path))
+        batching = _batching_from(data.get("batching", {}), self._batching, path)
+        return ModelConfig(policy, batching, "version_policy" in data)
+
+    def set_policy(self, name: str, policy: VersionPolicy) -> None:
+        """Write *policy* into the model's ``config.json`` (its other keys kept), atomically."""
+        model_dir = self.root / check_model_name(name)
+        self.config(name)  # refuse to rewrite a file that does not parse
+        path = model_dir / CONFIG_FILE
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        data["version_policy"] = policy.to_json()
+        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=model_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(data, out, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def aliases(self, name: str) -> AliasTable:
+        """The model's aliases (``aliases.json``; empty when it has none)."""
+        return read_aliases(self.root / check_model_name(name))
+
+    def update_aliases(self, name: str, change: Callable[[AliasTable], AliasTable]) -> AliasTable:
+        """Apply *change* to the model's aliases under its lock; return the new table."""
+        return update_aliases(self.root / check_model_name(name), change)
+
+    def record(self, name: str, version: int) -> VersionRecord | None:
+        """The provenance record of a version (None when it predates records)."""
+        return read_version_record(self.root / check_model_name(name) / str(version))
 
     def publish(
         self,
@@ -172,6 +275,7 @@ class ModelRepository:
         rel: PurePath = _HERE,
         version: int | None = None,
         expect_owner: str | None = None,
+        record: VersionRecord | None = None,
     ) -> int:
         """Copy the model directory ``base/rel`` in as a new version; return its number.
 
@@ -181,7 +285,7 @@ class ModelRepository:
         """
         staged = self.stage(base, rel)
         try:
-            return self.commit(name, staged, version, expect_owner)
+            return self.commit(name, staged, version, expect_owner, record)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
@@ -205,9 +309,17 @@ class ModelRepository:
         return tmp
 
     def commit(
-        self, name: str, staged: Path, version: int | None = None, expect_owner: str | None = None
+        self,
+        name: str,
+        staged: Path,
+        version: int | None = None,
+        expect_owner: str | None = None,
+        record: VersionRecord | None = None,
     ) -> int:
         """Rename a staged directory in as a version of *name* (next number if None).
+
+        *record* (its ``created`` filled in when 0) is written into the staged directory
+        first as ``version.json``: the version appears with its provenance.
 
         *expect_owner*: the owner key the caller's rights were checked against; if the
         model's record names someone else now (deleted and re-claimed meanwhile), the
@@ -218,6 +330,9 @@ class ModelRepository:
         model_dir.mkdir(parents=True, exist_ok=True)
         if expect_owner is not None:
             self._check_owner(name, expect_owner)
+        if record is not None:
+            created = record.created or time.time()
+            write_version_record(staged, replace(record, created=created))
         return self._rename_in(name, staged, version)
 
     def _check_owner(self, name: str, expected: str) -> None:

@@ -7,6 +7,8 @@ and they reveal nothing); every other route depends on the authenticated princip
 published version's bundle files as ``NAME-VERSION.tar.gz`` (read rights, like the
 metadata; ``latest`` or no version: the newest in service), for ``mlaas4hep apply NAME``.
 The model configuration and statistics extensions answer ``…/config`` and ``…/stats``.
+A version segment may be an alias (``/v2/models/NAME/versions/production``), and so may
+the model name (``NAME@production``): serve/registry.py.
 Inference bodies may be gzip/deflate compressed (capped on their decompressed size) and
 large answers are compressed on ``Accept-Encoding`` (serve/compression.py). The OpenAPI
 description of each route is in serve/openapi.py (documentation only: no per-request
@@ -34,6 +36,7 @@ from mlaas4hep.serve.http import (
     json_response,
     read_body,
 )
+from mlaas4hep.serve.registry_routes import add_registry_routes
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -163,6 +166,8 @@ def add_v2_routes(
             response_class=Response,
             **doc,
         )
+    # Aliases and serving policy, beside the repository extension (serve/registry_routes.py).
+    add_registry_routes(router, plane, principal)
 
 
 def _header_length(request: Request) -> int | None:

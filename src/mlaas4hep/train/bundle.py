@@ -7,6 +7,7 @@
                         docs/inference.md): tensors, feature names, labels, spec hash, metrics
       features.json     feature names in input order, task, classes, normalisation constants
       stats.json        the preprocessing statistics and the cut flow
+      reweight.json     with preprocess.reweight: its histograms and factor maps
       metrics.json      test metrics, per-epoch history, parity, timings
       plots/*.png       plots.py
       checkpoints/      checkpoint.py
@@ -31,8 +32,10 @@ import numpy as np
 from mlaas4hep import artifact
 from mlaas4hep.artifact import MODEL_FILE, BundleFeatures
 from mlaas4hep.errors import TrainingError
+from mlaas4hep.preprocess.reweight import REWEIGHT_FILE
 from mlaas4hep.train import card
 from mlaas4hep.train.atomic import atomic_write_text
+from mlaas4hep.train.set_inputs import SET_KINDS, input_blocks
 
 if TYPE_CHECKING:
     from mlaas4hep.preprocess.pipeline import FeatureInfo
@@ -82,8 +85,16 @@ def features_document(
         identifiers=tuple(spec.data.identifiers),
         branches=dict(branches or {}),
         tree=spec.data.tree,
+        inputs=model_inputs(spec),
     )
     return doc.to_json()
+
+
+def model_inputs(spec: PipelineSpec) -> tuple[artifact.InputBlock, ...]:
+    """The graph's inputs when it has several (set-based models); () for ``features``."""
+    if spec.model.kind not in SET_KINDS:
+        return ()
+    return input_blocks(spec.preprocess.features)
 
 
 def write_bundle(
@@ -98,6 +109,8 @@ def write_bundle(
     atomic_write_text(out / artifact.SPEC_FILE, spec.to_yaml())
     write_json(out / artifact.FEATURES_FILE, features_document(info, spec, branches))
     write_json(out / artifact.STATS_FILE, {"stats": info.stats, "cutflow": list(cutflow)})
+    if info.reweight:
+        write_json(out / REWEIGHT_FILE, info.reweight)
     write_json(out / artifact.METRICS_FILE, metrics)
     atomic_write_text(out / artifact.CARD_FILE, model_card(spec, info, metrics, cutflow))
     if (out / MODEL_FILE).is_file():
@@ -113,9 +126,11 @@ def metadata_document(
 
     graph = onnx.load(str(model), load_external_data=False).graph
     test = metrics.get("test", {})
+    defaults = {init.name for init in graph.initializer}  # optional inputs (k-folding's fold)
+    folds = {"folds": spec.train.folds} if spec.train.folds else {}
     return {
         "format": artifact.METADATA_FORMAT,
-        "inputs": [_tensor(t) for t in graph.input],
+        "inputs": [_tensor(t) for t in graph.input if t.name not in defaults],
         "outputs": [_tensor(t) for t in graph.output],
         "feature_names": list(info.names),
         "labels": list(info.class_names),
@@ -123,6 +138,7 @@ def metadata_document(
         "metrics": {k: v for k, v in test.items() if isinstance(v, int | float)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "description": spec.description or f"{info.task} model of pipeline {spec.name!r}",
+        **folds,
     }
 
 
@@ -155,7 +171,7 @@ def model_card(
         _features_section(info),
         _model_section(spec, metrics),
         card.metrics_section(metrics),
-        _query_section(name, info),
+        _query_section(name, info, model_inputs(spec)),
     ]
     return "\n".join(parts)
 
@@ -192,6 +208,11 @@ def _weights_section(spec: PipelineSpec, info: FeatureInfo) -> str:
         weights = f"Event weights: {'; '.join(sources)}."
     else:
         weights = "No event weights: every event counts 1."
+    weights += "".join(
+        f" Reweighted (`{REWEIGHT_FILE}`): {', '.join(map(repr, r['classes']))} in "
+        f"{', '.join(r['variables'])} to {r['target']}, factors clipped at {r['max_weight']:g}."
+        for r in info.reweight.get("rules", ())
+    )
     if info.class_weights:
         names = [card.class_name(info.class_names, k) for k in range(len(info.class_weights))]
         factors = ", ".join(f"{n} x{f:.4g}" for n, f in zip(names, info.class_weights, strict=True))
@@ -253,12 +274,16 @@ def _model_section(spec: PipelineSpec, metrics: dict[str, Any]) -> str:
     )
 
 
-def _query_section(name: str, info: FeatureInfo) -> str:
+def _query_section(
+    name: str, info: FeatureInfo, blocks: tuple[artifact.InputBlock, ...] = ()
+) -> str:
     """How to query the model: a curl command (V2) and Python (ONNX Runtime), both runnable.
 
     The curl line reads the token from ``$TOKEN`` inside double quotes, so the shell
     expands it; the JSON body is in single quotes (it holds no single quote).
     """
+    if blocks:
+        return _query_sets_section(name, info, blocks)
     n = len(info.names)
     example = json.dumps(
         {
@@ -299,3 +324,40 @@ def _scores_doc(info: FeatureInfo) -> str:
     if info.task == "multiclass":
         return f"shape `[batch, {info.n_classes}]`, one probability per class"
     return "shape `[batch, 1]`, the predicted value"
+
+
+def _query_sets_section(
+    name: str, info: FeatureInfo, blocks: tuple[artifact.InputBlock, ...]
+) -> str:
+    """The query section of a set-based model: one input per collection, then scalars."""
+    lines = "\n".join(_input_line(b) for b in blocks)
+    example = json.dumps(
+        {
+            "inputs": [
+                {"name": b.name, "shape": [1, *b.shape], "datatype": "FP32",
+                 "data": [0.0] * len(b.features)}
+                for b in blocks
+            ]
+        }
+    )  # fmt: skip
+    url = f"{SERVICE_URL}/v2/models/{urllib.parse.quote(name, safe='')}/infer"
+    return (
+        f"## How to query it\n\nInputs, raw values:\n\n{lines}\n\nOutput "
+        f"`{artifact.OUTPUT_TENSOR}`: {_scores_doc(info)}.\n\n"
+        "Open Inference Protocol (V2), once the model is deployed as "
+        f"`{name}` (a token in `$TOKEN`):\n\n```bash\n"
+        'curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\\n'
+        f"     -d '{example}' \\\n"
+        f"     {url}\n```\n"
+    )
+
+
+def _input_line(block: artifact.InputBlock) -> str:
+    shape = ", ".join(map(str, block.shape))
+    if len(block.shape) == 1:
+        return f"- `{block.name}`: FP32, shape `[batch, {shape}]`: {', '.join(block.features)}"
+    first = ", ".join(block.features[: block.shape[1]])
+    return (
+        f"- `{block.name}`: FP32, shape `[batch, {shape}]` (objects x fields, the mask last: "
+        f"1 present, 0 padded): {first} for object 0, then object 1, ..."
+    )

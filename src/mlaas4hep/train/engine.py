@@ -13,6 +13,7 @@ choosing ``sgd`` never imports torch:
     python   -> mlaas4hep.train.user_code:UserCodeEngine   (user PyTorch / Keras 3 model)
     xgboost  -> mlaas4hep.train.xgb:XGBoostEngine          (external-memory DMatrix)
     sgd      -> mlaas4hep.train.sk:SGDEngine               (scikit-learn partial_fit)
+    deepsets, transformer -> mlaas4hep.train.torch_sets:SetEngine  (over object collections)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 
 from mlaas4hep.errors import SpecError, TrainingError, closest
-from mlaas4hep.spec import ModelSpec, TrainSpec
+from mlaas4hep.spec import FeaturesSpec, ModelSpec, TrainSpec
 
 if TYPE_CHECKING:
     from mlaas4hep.preprocess.pipeline import FeatureBatch, FeatureInfo
@@ -37,6 +38,8 @@ ENGINES: dict[str, tuple[str, str]] = {
     "python": ("mlaas4hep.train.user_code:UserCodeEngine", "torch (and keras for Keras models)"),
     "xgboost": ("mlaas4hep.train.xgb:XGBoostEngine", "xgboost-cpu (or xgboost)"),
     "sgd": ("mlaas4hep.train.sk:SGDEngine", "scikit-learn"),
+    "deepsets": ("mlaas4hep.train.torch_sets:SetEngine", "torch"),
+    "transformer": ("mlaas4hep.train.torch_sets:SetEngine", "torch"),
 }
 
 OnBatch = Callable[[int], None]
@@ -48,7 +51,8 @@ class EngineContext:
     """Everything an engine needs to build its model.
 
     ``model`` and ``train`` are the ``spec.model`` and ``spec.train`` sections; ``work_dir``
-    is a private scratch directory (e.g. XGBoost's external-memory cache).
+    is a private scratch directory (e.g. XGBoost's external-memory cache); ``features``
+    the ``preprocess.features`` section (set-based models read their collections there).
     """
 
     info: FeatureInfo
@@ -56,6 +60,7 @@ class EngineContext:
     train: TrainSpec
     work_dir: Path
     allow_user_code: bool = False
+    features: FeaturesSpec | None = None
 
     @property
     def n_inputs(self) -> int:

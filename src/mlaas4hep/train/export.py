@@ -4,6 +4,9 @@ Every exported model has one input ``features`` (float32, ``(batch, n_features)`
 physics features in ``FeatureInfo.names`` order, dynamic batch axis) and one output
 ``scores`` (see ``onnx_graph.py``); the normalisation is inside the graph. The file
 carries its own description in ``metadata_props`` (feature names, task, class names).
+Set-based models (an engine with ``input_blocks``) take one input per object collection
+and ``scalars`` instead (``artifact.InputBlock``, listed under ``mlaas4hep.inputs``);
+``artifact.onnx_feeds`` cuts the flat feature matrix into them everywhere.
 
 ``parity_pass`` streams the test split once: native scores for the metrics, ONNX Runtime
 scores on the same events for the parity check (maximum absolute difference).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,14 +40,24 @@ INPUT = artifact.INPUT_TENSOR
 PARITY_TOLERANCE = 1e-4
 
 
-def onnx_metadata(info: FeatureInfo, extra: dict[str, str] | None = None) -> dict[str, str]:
+def input_blocks(engine: Engine) -> tuple[artifact.InputBlock, ...]:
+    """The engine's graph inputs when it has several; () for the one ``features`` input."""
+    return tuple(getattr(engine, "input_blocks", ()))
+
+
+def onnx_metadata(
+    info: FeatureInfo,
+    extra: dict[str, str] | None = None,
+    inputs: tuple[artifact.InputBlock, ...] = (),
+) -> dict[str, str]:
     """What a server needs to describe the model: features, task, classes, normalisation."""
-    meta = {
+    several = {artifact.PROP_INPUTS: json.dumps([b.to_json() for b in inputs])} if inputs else {}
+    meta = several | {
         artifact.PROP_FEATURES: json.dumps(list(info.names)),
         artifact.PROP_TASK: info.task,
         artifact.PROP_CLASS_NAMES: json.dumps(list(info.class_names)),
         artifact.PROP_NORMALIZE: info.normalize,
-        artifact.PROP_INPUT: INPUT,
+        artifact.PROP_INPUT: INPUT if not inputs else ",".join(b.name for b in inputs),
         artifact.PROP_OUTPUT: SCORES,
     }
     return meta | (extra or {})
@@ -56,27 +70,38 @@ def export_onnx(engine: Engine, path: Path, info: FeatureInfo, extra: dict[str, 
     try:
         engine.export_onnx(tmp)
         model = onnx.load(str(tmp))
-        _check_interface(model, len(info.names))
-        add_metadata(model, onnx_metadata(info, extra))
+        blocks = input_blocks(engine)
+        _check_interface(model, len(info.names), blocks)
+        add_metadata(model, onnx_metadata(info, extra, blocks))
         onnx.save(model, str(tmp))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _check_interface(model: Any, n_features: int) -> None:
-    inputs = [i.name for i in model.graph.input if i.name not in _initializers(model)]
+def _check_interface(
+    model: Any, n_features: int, blocks: tuple[artifact.InputBlock, ...] = ()
+) -> None:
+    graph_inputs = [i for i in model.graph.input if i.name not in _initializers(model)]
+    inputs = [i.name for i in graph_inputs]
     outputs = [o.name for o in model.graph.output]
-    if inputs != [INPUT] or outputs != [SCORES]:
+    shapes = {b.name: b.shape for b in blocks} or {INPUT: (n_features,)}
+    if inputs != list(shapes) or outputs != [SCORES]:
         msg = (
             f"the exported graph has inputs {inputs!r} and outputs {outputs!r}; "
-            f"expected [{INPUT!r}] and [{SCORES!r}] (an exporter bug, please report it)"
+            f"expected {list(shapes)!r} and [{SCORES!r}] (an exporter bug, please report it)"
         )
         raise TrainingError(msg)
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) != 2 or dims[0].dim_value or dims[1].dim_value not in (0, n_features):
-        msg = f"the exported input shape is not (batch, {n_features}) with a dynamic batch axis"
-        raise TrainingError(msg)
+    for value in graph_inputs:
+        dims = value.type.tensor_type.shape.dim
+        want = shapes[value.name]
+        fixed = [d.dim_value for d in dims[1:]]
+        if len(dims) != 1 + len(want) or dims[0].dim_value or fixed != list(want):
+            msg = (
+                f"the exported input {value.name!r} is not (batch, "
+                f"{', '.join(map(str, want))}) with a dynamic batch axis"
+            )
+            raise TrainingError(msg)
 
 
 def _initializers(model: Any) -> set[str]:
@@ -111,14 +136,13 @@ def parity_pass(
     """Score ``split`` natively and with ONNX Runtime; max |difference| over all events."""
     acc = ScoreAccumulator(info.task, info.n_classes)
     worst, n = 0.0, 0
+    blocks = input_blocks(engine)
     for batch in source.batches(split):
         if len(batch.y) == 0:
             continue
         check_finite(batch, info.names, split)
         native = engine.predict(batch.X)
-        (onnx_scores,) = sess.run(
-            [SCORES], {INPUT: np.ascontiguousarray(batch.X, artifact.INPUT_DTYPE)}
-        )
+        (onnx_scores,) = sess.run([SCORES], artifact.onnx_feeds(batch.X, info.names, blocks))
         if onnx_scores.shape != native.shape:
             msg = f"ONNX scores have shape {onnx_scores.shape}, native {native.shape}"
             raise TrainingError(msg)
@@ -126,3 +150,16 @@ def parity_pass(
         n += len(batch.y)
         acc.add(native, batch.y, batch.w)
     return ParityPass(acc, worst, n)
+
+
+def onnx_scorer(
+    sess: ort.InferenceSession, info: FeatureInfo, engine: Engine
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores of a flat feature matrix by the exported model (e.g. for importances)."""
+    blocks = input_blocks(engine)
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        feeds = artifact.onnx_feeds(X, info.names, blocks)
+        return np.asarray(sess.run([SCORES], feeds)[0])
+
+    return predict

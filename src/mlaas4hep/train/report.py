@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlaas4hep.train import plots
+from mlaas4hep.train.curves import CURVES_FILE, write_curves
 from mlaas4hep.train.evaluate import (
     ScoreAccumulator,
     confusion_matrix,
@@ -34,6 +35,7 @@ from mlaas4hep.train.evaluate import (
 from mlaas4hep.train.importance import Predict, ReservoirSample, permutation_importance
 from mlaas4hep.train.overtraining import ks_tests
 from mlaas4hep.train.resolution import regression_report
+from mlaas4hep.train.reweight_plots import plot_reweighting
 from mlaas4hep.train.working_points import all_working_points
 
 if TYPE_CHECKING:
@@ -76,6 +78,8 @@ def evaluate_run(
     seconds["permutation_importance"] = time.monotonic() - started
     started = time.monotonic()
     out.plots = _plots(directory, info, history, train, test, out.sections, model_importances)
+    # The same curves as points, for the web UI's interactive charts (train/curves.py).
+    write_curves(directory / CURVES_FILE, history, train, test, info.class_names)
     seconds["plots"] = time.monotonic() - started
     out.sections["plots"] = [p.name for p in out.plots]
     out.sections["evaluation_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
@@ -142,4 +146,5 @@ def _plots(
         made.append(
             plots.plot_importances(directory / "importance.png", info.names, model_importances)
         )
+    made += plot_reweighting(directory, info.reweight)  # preprocess.reweight, if any
     return made

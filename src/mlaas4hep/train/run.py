@@ -22,15 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlaas4hep.artifact import CHECKPOINTS_DIR, MODEL_FILE, PROP_SPEC_HASH
+from mlaas4hep.artifact import CHECKPOINTS_DIR, METRICS_FILE, MODEL_FILE, PROP_SPEC_HASH
 from mlaas4hep.errors import Conflict, DataQualityError, TrainingError
 from mlaas4hep.train.bundle import write_bundle
 from mlaas4hep.train.diagnostics import run_warnings
 from mlaas4hep.train.engine import Engine, EngineContext, create_engine, engine_class
 from mlaas4hep.train.evaluate import ScoreAccumulator
-from mlaas4hep.train.export import PARITY_TOLERANCE, export_onnx, parity_pass, session
+from mlaas4hep.train.export import (
+    PARITY_TOLERANCE,
+    export_onnx,
+    onnx_scorer,
+    parity_pass,
+    session,
+)
 from mlaas4hep.train.feature_cache import CachingSource
-from mlaas4hep.train.importance import ReservoirSample, SamplingSource, onnx_predict
+from mlaas4hep.train.fold_run import run_folds
+from mlaas4hep.train.folds import FoldSettings, check_folds
+from mlaas4hep.train.importance import ReservoirSample, SamplingSource
 from mlaas4hep.train.loop import LoopConfig, TrainingLoop, score_split
 from mlaas4hep.train.progress import Progress, ProgressCallback, ignore_progress
 from mlaas4hep.train.report import evaluate_run
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
     from mlaas4hep.preprocess.partitioned import Distributor
     from mlaas4hep.preprocess.pipeline import FeatureInfo, ReadProgress
     from mlaas4hep.spec import PipelineSpec
+    from mlaas4hep.train.tune import TuneOptions
 
 # Epochs after the first read the train features from a local cache up to this size.
 DEFAULT_FEATURE_CACHE_BYTES = 4 << 30
@@ -80,6 +89,7 @@ def run_pipeline(
     checkpoint_every_s: float = 300.0,
     feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
     distributor: Distributor | None = None,
+    tune: TuneOptions | None = None,
 ) -> RunResult:
     """Run ``spec`` end to end into ``out_dir``.
 
@@ -88,7 +98,8 @@ def run_pipeline(
     set for ``model.kind: python``. ``checkpoint_every_s``: checkpoint period inside an epoch.
     ``feature_cache_bytes``: disk budget of the train-feature cache (``feature_cache.py``;
     0 = always stream from ROOT). ``distributor``: preprocess partitions there (a Dask
-    cluster) and stream the results here, where training runs. Raises
+    cluster) and stream the results here, where training runs. ``tune``: where a
+    ``tune:`` search keeps its study and runs its trials (``train/tune.py``). Raises
     ``DataQualityError`` (NaN/inf, empty split), ``TrainingError`` (the model fails, the
     device is missing, or ONNX parity is above 1e-4), ``UserCodeError``. A failed run
     cleans up after itself (see the module docstring).
@@ -97,13 +108,14 @@ def run_pipeline(
 
     out = Path(out_dir)
     check_engine(spec)  # before the Preprocessor: nothing is created for a bad device
+    check_folds(spec, resume=resume, distributed=distributor is not None)
     made = _Made.before(out)
     source = Preprocessor(spec, cache_dir=out / "cache", distributor=distributor)
     try:
         return run_source(
             spec, source, out, resume=resume, progress=progress,
             allow_user_code=allow_user_code, checkpoint_every_s=checkpoint_every_s,
-            feature_cache_bytes=feature_cache_bytes,
+            feature_cache_bytes=feature_cache_bytes, tune=tune,
         )  # fmt: skip
     except Conflict:
         raise  # another run's directory: not ours to clean
@@ -119,7 +131,9 @@ def check_engine(spec: PipelineSpec) -> None:
         TrainingError: the library is not installed (with what to install), or
             ``train.device`` is ``cuda`` and torch finds no GPU (use ``auto`` or ``cpu``).
     """
-    engine_class(spec.model.kind)
+    check_spec = getattr(engine_class(spec.model.kind), "check_spec", None)
+    if check_spec is not None:  # e.g. set-based models need masked object collections
+        check_spec(spec)
     if spec.model.kind in _TORCH_KINDS and spec.train.device == "cuda":
         from mlaas4hep.train.torch_mlp import resolve_device
 
@@ -128,7 +142,7 @@ def check_engine(spec: PipelineSpec) -> None:
 
 # Engines that run on torch and so honour train.device (xgboost falls back to the CPU
 # itself, with a warning; scikit-learn has no device).
-_TORCH_KINDS = frozenset({"mlp", "python"})
+_TORCH_KINDS = frozenset({"mlp", "python", "deepsets", "transformer"})
 _FIT_CACHE_PREFIX = "fit-"  # cache/fit-<key>.json: kept after a failure (preprocess/cache.py)
 
 
@@ -192,14 +206,22 @@ def run_source(
     allow_user_code: bool = False,
     checkpoint_every_s: float = 300.0,
     feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+    tune: TuneOptions | None = None,
 ) -> RunResult:
     """``run_pipeline`` with an already built feature source (no clean-up on failure)."""
     started = time.monotonic()
     check_engine(spec)
+    check_folds(spec, resume=resume)
     _prepare_out_dir(out, resume)
     progress(Progress("prepare", message=_STATISTICS))
     info = source.fit(progress=_first_pass_progress(progress))
-    ctx = EngineContext(info, spec.model, spec.train, out / "work", allow_user_code)
+    if spec.train.folds:  # k models, every event scored out of fold (train/folds.py)
+        settings = FoldSettings(allow_user_code, checkpoint_every_s, feature_cache_bytes)
+        folded = run_folds(spec, info, out, settings, progress)
+        return _finish(spec, source, info, folded, started, progress)
+    ctx = EngineContext(
+        info, spec.model, spec.train, out / "work", allow_user_code, spec.preprocess.features
+    )
     # Scratch left by an interrupted run (its process is gone) is of no use: start clean.
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     ctx.work_dir.mkdir(parents=True)
@@ -210,9 +232,17 @@ def run_source(
     cache = CachingSource(
         source, out / "cache" / f"features-{spec.spec_hash()[:16]}", feature_cache_bytes
     )
+    tuned = None
+    if spec.tune is not None:  # the search trains; its best trial becomes this run's model
+        from mlaas4hep.train.tune import adopt_best
+
+        tuned = adopt_best(spec, source, out, progress, tune, ctx, config)
+        spec, ctx, config, cache, resume = tuned.spec, tuned.ctx, tuned.config, tuned.source, True
     trained = _train(create_engine(ctx), cache, info, config, progress, resume)
     shutil.rmtree(cache.directory, ignore_errors=True)  # only training reads it
     result = _evaluate(spec, source, info, out, trained, progress)
+    if tuned is not None:
+        result.metrics["tune"] = tuned.summary
     result.metrics["seconds"] = round(time.monotonic() - started, 3)
     for warning in result.metrics["warnings"]:  # also in metrics.json and the model card
         progress(Progress("evaluate", message=f"warning: {warning['message']}"))
@@ -223,6 +253,35 @@ def run_source(
         msg = (
             f"the ONNX model differs from the trained model by up to {parity['max_abs_diff']:.3g} "
             f"(tolerance {PARITY_TOLERANCE}); it is not safe to deploy. Details in {str(out)!r}"
+        )
+        raise TrainingError(msg)
+    progress(
+        Progress("done", metrics=_headline(result.metrics["test"]), message=str(result.model_path))
+    )
+    return result
+
+
+def _finish(
+    spec: PipelineSpec,
+    source: FeatureSource,
+    info: FeatureInfo,
+    result: RunResult,
+    started: float,
+    progress: ProgressCallback,
+) -> RunResult:
+    """Write the bundle of a k-folded run; raise when a fold's ONNX parity fails."""
+    out = result.out_dir
+    result.metrics["seconds"] = round(time.monotonic() - started, 3)
+    for warning in result.metrics["warnings"]:
+        progress(Progress("evaluate", message=f"warning: {warning['message']}"))
+    write_bundle(out, spec, info, result.metrics, source.cutflow(), _branch_types(source))
+    shutil.rmtree(out / "work", ignore_errors=True)
+    parity = result.metrics["onnx"]
+    if not parity["ok"]:
+        msg = (
+            f"the ONNX graph of the {spec.train.folds} fold models differs from them by up to "
+            f"{parity['max_abs_diff']:.3g} (tolerance {PARITY_TOLERANCE}); it is not safe to "
+            f"deploy. Per fold in {str(out / METRICS_FILE)!r}"
         )
         raise TrainingError(msg)
     progress(
@@ -294,7 +353,7 @@ def _evaluate(
     progress(Progress("evaluate", message="working points, KS tests, importances, plots"))
     evaluation = evaluate_run(
         out / "plots", info, history, trained.train_scores, parity.scores,
-        predict=onnx_predict(onnx_session), sample=sample,
+        predict=onnx_scorer(onnx_session, info, trained.engine), sample=sample,
         model_importances=trained.engine.feature_importances(),
     )  # fmt: skip
     made, test = evaluation.plots, test | evaluation.test

@@ -29,7 +29,7 @@ from mlaas4hep.train.engine import EngineContext, OnBatch
 if TYPE_CHECKING:
     from mlaas4hep.preprocess.pipeline import FeatureBatch
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
+ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
@@ -57,7 +57,7 @@ def build_mlp(
         layers.append(nn.Linear(width, size))
         if batch_norm:
             layers.append(nn.BatchNorm1d(size))
-        layers.append(_ACTIVATIONS[activation]())
+        layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = size
@@ -95,7 +95,10 @@ class ScoringModel(nn.Module):
         return out
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        out = self.raw(features)
+        return self.finish(self.raw(features))
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        """The output activation (or the regression target's scale) on ``raw``'s output."""
         if self.head == "none":
             return out * self.y_scale + self.y_offset
         if self.probs:
@@ -130,6 +133,15 @@ def _head(task: str) -> str:
     return {"binary": "sigmoid", "multiclass": "softmax"}.get(task, "none")
 
 
+def resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on *device*: None (off, or not on CUDA)."""
+    if amp is False or device.type != "cuda":
+        return None
+    if amp == "fp16" or (amp is True and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
     if name == "auto":
@@ -152,16 +164,24 @@ class TorchEngine:
         # here (and restoring its state from checkpoints) makes CPU runs reproducible.
         torch.manual_seed(ctx.train.seed)
         net, probs = self.build_network()
-        info = ctx.info
-        self.model = ScoringModel(net, info.offset, info.scale, _head(info.task), probs)
+        self.model = self.build_scoring(net, probs)
         self.model.to(self.device)
         self.check_shapes()
         self.optimizer = self._optimizer()
+        # Mixed precision (CUDA only): autocast in the forward pass; fp16 also needs a
+        # gradient scaler so that small gradients do not underflow (bf16 does not).
+        self.amp = resolve_amp(ctx.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.target_fitted = False
         self.batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()
         )
         self.rng = np.random.default_rng(ctx.train.seed)
+
+    def build_scoring(self, net: nn.Module, probs: bool) -> ScoringModel:
+        """``net`` with the normalisation in front and the output activation behind."""
+        info = self.ctx.info
+        return ScoringModel(net, info.offset, info.scale, _head(info.task), probs)
 
     def build_network(self) -> tuple[nn.Module, bool]:
         """The network on normalised inputs, and whether it outputs probabilities."""
@@ -255,10 +275,17 @@ class TorchEngine:
     def _step(
         self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = self._loss(self.model.raw(x), y, w)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            out = self.model.raw(x)
+        loss = self._loss(out.float(), y, w)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.optimizer.step()
         return loss.detach().double(), w.sum().double()
 
     def _check_finite(self, total: torch.Tensor) -> None:
@@ -289,6 +316,8 @@ class TorchEngine:
             "rng": torch.get_rng_state(),
             "np_rng": self.rng.bit_generator.state,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         torch.save(state, directory / _CHECKPOINT)
 
     def load(self, directory: Path) -> None:
@@ -299,34 +328,17 @@ class TorchEngine:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"].cpu())
         self.rng.bit_generator.state = state["np_rng"]
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def export_onnx(self, path: Path) -> None:
         """torch.onnx (dynamo exporter) of the ``ScoringModel`` with a dynamic batch axis."""
         # Exported in place (moved to the CPU and back): deep-copying a Keras model would
         # serialise its compiled optimizer.
-        model = self.model.to("cpu").eval()
-        example = (torch.zeros((2, self.ctx.n_inputs)),)
         try:
-            with warnings.catch_warnings(), quiet_onnx_export():
-                # The exporter warns about its own internals (pytree deprecations); nothing
-                # a user can act on.
-                warnings.simplefilter("ignore", FutureWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                program: Any = torch.onnx.export(
-                    model,
-                    example,
-                    input_names=["features"],
-                    output_names=["scores"],
-                    dynamic_shapes=({0: torch.export.Dim("batch")},),
-                    dynamo=True,
-                    verbose=False,
-                    external_data=False,
-                )
-                program.save(str(path), external_data=False)
-        except Exception as exc:  # the exporter raises many unrelated types
-            msg = f"cannot export the {self.ctx.model.kind!r} model to ONNX: {exc}"
-            raise TrainingError(msg) from exc
+            model = self.model.to("cpu").eval()
+            example = {"features": torch.zeros((2, self.ctx.n_inputs))}
+            export_module(model, example, path, self.ctx.model.kind)
         finally:
             self.model.to(self.device)
 
@@ -335,3 +347,38 @@ class TorchEngine:
 
     def close(self) -> None:
         """Nothing to free: this engine keeps no data between batches."""
+
+
+def export_module(
+    model: nn.Module,
+    example: dict[str, torch.Tensor],
+    path: Path,
+    kind: str,
+    *,
+    varargs: bool = False,
+) -> None:
+    """torch.onnx (dynamo) of *model*: inputs named as *example*'s keys, one ``scores``
+    output, a dynamic batch axis shared by every input (*varargs*: ``forward(*inputs)``)."""
+    batch = torch.export.Dim("batch")
+    dynamic: tuple[Any, ...] = tuple({0: batch} for _ in example)
+    try:
+        with warnings.catch_warnings(), quiet_onnx_export():
+            # The exporter warns about its own internals (pytree deprecations); nothing
+            # a user can act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            program: Any = torch.onnx.export(
+                model,
+                tuple(example.values()),
+                input_names=list(example),
+                output_names=["scores"],
+                dynamic_shapes=(dynamic,) if varargs else dynamic,
+                dynamo=True,
+                verbose=False,
+                external_data=False,
+            )
+            program.save(str(path), external_data=False)
+    except Exception as exc:  # the exporter raises many unrelated types
+        msg = f"cannot export the {kind!r} model to ONNX: {exc}"
+        raise TrainingError(msg) from exc

@@ -5,6 +5,7 @@
 * ``/ui/login`` …: sign-in (local issuer for a user name, a pasted access token, or
   authorization code + PKCE), sign-out;
 * ``/ui/jobs``, ``/ui/jobs/{id}``, ``/ui/submit``: jobs, live progress, results, submission;
+* ``/ui/runs``, ``/ui/runs/compare``: the runs table and the compare view;
 * ``/ui/models``, ``/ui/models/{name}``, ``/ui/datasets``: models, predictions, datasets;
 * ``/ui/static``: the page's own CSS and JavaScript (nothing from a CDN).
 
@@ -32,6 +33,7 @@ from mlaas4hep.api.ui.revocations import RevokedSessions
 from mlaas4hep.api.ui.routes_auth import SignIn, auth_router
 from mlaas4hep.api.ui.routes_jobs import jobs_ui_router
 from mlaas4hep.api.ui.routes_models import models_ui_router
+from mlaas4hep.api.ui.routes_runs import runs_ui_router
 from mlaas4hep.api.ui.session import SESSION_COOKIE, UI_PREFIX
 from mlaas4hep.api.ui.settings import UiSettings
 from mlaas4hep.auth.local_issuer import LocalIssuer
@@ -102,6 +104,7 @@ def install_ui(
     app.include_router(auth_router(pages, sign_in, ui_route))
     app.include_router(jobs_ui_router(ctx, caller))
     app.include_router(models_ui_router(ctx, caller))
+    app.include_router(runs_ui_router(ctx, caller))
     app.mount(f"{UI_PREFIX}/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
     @app.get("/", include_in_schema=False)

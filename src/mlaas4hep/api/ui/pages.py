@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 NAV = (
     ("jobs", "Jobs", "/ui/jobs"),
+    ("runs", "Runs", "/ui/runs"),
     ("submit", "Submit", "/ui/submit"),
     ("models", "Models", "/ui/models"),
     ("datasets", "Datasets", "/ui/datasets"),

@@ -23,11 +23,15 @@ from mlaas4hep.api.routes_jobs import owner_filter
 from mlaas4hep.api.schemas import Job
 from mlaas4hep.api.ui import views
 from mlaas4hep.api.ui.context import UiContext
+from mlaas4hep.api.ui.routes_runs import json_for_script
 from mlaas4hep.api.ui.session import UI_PREFIX, check_csrf
 from mlaas4hep.auth.policy import has_scope, require_scope
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import Mlaas4hepError, SpecError
 from mlaas4hep.jobs.policy import authorize
+from mlaas4hep.jobs.records import JobRecord, RunLabels
+from mlaas4hep.jobs.run_compare import curves_of, editable_spec
+from mlaas4hep.jobs.runs import MAX_RUN_NAME, check_labels, run_of
 from mlaas4hep.jobs.service import parse_spec
 from mlaas4hep.jobs.states import State
 
@@ -85,13 +89,19 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
         record = service.get(job_id, owner_filter(caller))
         spec = views.spec_yaml(record)
         deploy_name = _deploy_name(record.spec, record.name)
+        job = Job.of(record)
+        curves = curves_of(service, run_of(service, record))
+        if not curves["history"] and job.progress is not None:
+            curves["history"] = job.progress.history  # while it runs: the epochs so far
         return pages.render(
             request,
             "job.html",
             caller=caller,
             page="jobs",
-            job=Job.of(record),
+            job=job,
             spec=spec,
+            curves=json_for_script({"names": [record.title], "curves": [curves], **curves}),
+            has_curves=bool(curves["roc"] or curves["scores"]),
             log=views.log_tail(service, record),
             results=views.job_results(service, record),
             deploy_name=deploy_name,
@@ -146,8 +156,16 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
         request: Request,
         caller: Principal = caller_of,
         example: Annotated[str | None, Query(max_length=100)] = None,
+        clone: Annotated[str | None, Query(max_length=32)] = None,
     ) -> Response:
         require_scope(caller, "compute.create")
+        if clone is not None:
+            # Clone and edit: the run's spec and labels, for the caller's own runs only.
+            require_scope(caller, "compute.read")
+            run = run_of(service, service.get(clone, owner_filter(caller)))
+            text = editable_spec(service, run.job.owner, run)
+            labels = RunLabels(f"{run.job.title}-clone"[:MAX_RUN_NAME], run.job.tags)
+            return _submit_form(request, caller, text, None, labels=labels, cloned=run.job)
         examples = ctx.examples()
         if example is None and DEFAULT_EXAMPLE in examples:
             example = DEFAULT_EXAMPLE
@@ -161,7 +179,14 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
         example: str | None,
         error: str | None = None,
         status: int = 200,
+        *,
+        labels: RunLabels | None = None,
+        cloned: JobRecord | None = None,
+        tag_text: str | None = None,
     ) -> Response:
+        labels = labels or RunLabels()
+        if tag_text is None:
+            tag_text = ", ".join(f"{k}={v}" for k, v in labels.tags.items())
         return pages.render(
             request,
             "submit.html",
@@ -173,6 +198,9 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
             text=text,
             error=error,
             idempotency_key=secrets.token_urlsafe(16),
+            run_name=labels.name or "",
+            tags=tag_text,
+            cloned=cloned,
         )
 
     @router.post("/submit")
@@ -189,17 +217,25 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
             else:
                 raw = text.encode("utf-8")
             key = _text(form.get("idempotency_key"))[:256] or None
+            run_name = _text(form.get("run_name"))[: MAX_RUN_NAME + 1]
+            tag_text = _text(form.get("tags"))[:8192]
         finally:
             await form.close()
+        shown_labels = RunLabels(run_name, {})
         try:
+            tags = [t for t in (p.strip() for p in tag_text.split(",")) if t]
+            labels = check_labels(run_name, tags)
             doc = parse_spec(raw, uploads.spec_bytes)
             # The one submission policy, as for the API (inputs, deploy rights, expressions).
             submission = await run_in_threadpool(authorize, service, caller, doc)
-            job, _ = await run_in_threadpool(service.submit, submission, key)
+            job, _ = await run_in_threadpool(service.submit, submission, key, labels=labels)
         except Mlaas4hepError as exc:
             shown = raw.decode("utf-8", errors="replace")
             status, _slug = status_of(exc)  # the API's table: 403, 413, 422
-            return _submit_form(request, caller, shown, None, str(exc), status)
+            return _submit_form(
+                request, caller, shown, None, str(exc), status, labels=shown_labels,
+                tag_text=tag_text,
+            )  # fmt: skip
         return RedirectResponse(f"{UI_PREFIX}/jobs/{job.id}", status_code=303)
 
     @router.post("/validate")

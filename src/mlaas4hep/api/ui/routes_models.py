@@ -1,4 +1,7 @@
-"""UI pages for models (metadata, try-a-prediction, snippets) and datasets (schemas, upload).
+"""UI pages for models (metadata, registry, try-a-prediction, snippets) and datasets.
+
+The model page itself is :mod:`mlaas4hep.api.ui.model_page`; promoting, rolling back and
+the serving policy are :mod:`mlaas4hep.api.ui.routes_registry`.
 
 Models go through the inference service's data plane (the same permission checks and the
 same batcher as ``/v2`` and ``/json``); datasets through the :class:`DatasetStore`, whose
@@ -7,7 +10,6 @@ schemas come from the bounded upload inspection (:mod:`mlaas4hep.jobs.dataset_in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -18,15 +20,20 @@ from starlette.concurrency import run_in_threadpool
 
 from mlaas4hep.api.routes_jobs import owner_filter
 from mlaas4hep.api.schemas import DatasetInfo
-from mlaas4hep.api.ui import views
 from mlaas4hep.api.ui.context import UiContext
+from mlaas4hep.api.ui.model_page import (
+    MAX_FEATURES,
+    event_values,
+    feature_labels,
+    render_model,
+    row_of,
+)
+from mlaas4hep.api.ui.routes_registry import add_registry_ui_routes
 from mlaas4hep.api.ui.session import UI_PREFIX, check_csrf
 from mlaas4hep.auth.policy import require_scope
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import Mlaas4hepError, PayloadTooLarge, SpecError
+from mlaas4hep.errors import Mlaas4hepError, PayloadTooLarge, PermissionDenied, SpecError
 from mlaas4hep.jobs.limits import fmt_bytes
-
-_MAX_FEATURES = 4096
 
 
 def models_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIRouter:
@@ -50,63 +57,35 @@ def models_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> AP
             enabled=ctx.inference is not None,
         )
 
-    async def model_view(
-        request: Request,
-        caller: Principal,
-        name: str,
-        *,
-        values: list[str] | None = None,
-        result: list[Any] | None = None,
-        error: str | None = None,
-        status: int = 200,
-    ) -> Response:
-        if ctx.inference is None:
-            raise SpecError("this service runs without the inference routes")
-        plane = ctx.inference.plane
-        meta = plane.model_metadata(caller, name, None)
-        index = [e for e in await plane.repository_index(caller) if e["name"] == name]
-        features = _feature_labels(meta)
-        first = meta["inputs"][0]
-        base = str(request.base_url).rstrip("/")
-        return pages.render(
-            request,
-            "model.html",
-            caller=caller,
-            page="models",
-            name=name,
-            meta=meta,
-            params=meta["parameters"],
-            versions=index,
-            features=features,
-            values=values or ["0"] * len(features),
-            result=result,
-            error=error,
-            status=status,
-            deployed=request.query_params.get("deployed"),
-            curl=views.curl_snippet(base, name, len(features), first["name"]),
-            triton=views.triton_snippet(request.url.netloc, name, len(features), first["name"]),
-        )
-
     @router.get("/models/{name}", response_class=HTMLResponse)
     async def model_page(request: Request, name: str, caller: Principal = caller_of) -> Response:
-        return await model_view(request, caller, name)
+        return await render_model(ctx, request, caller, name)
 
     @router.post("/models/{name}/predict", response_class=HTMLResponse)
     async def predict(request: Request, name: str, caller: Principal = caller_of) -> Response:
-        form = await request.form(max_files=0, max_fields=_MAX_FEATURES + 2)
+        form = await request.form(max_files=0, max_fields=MAX_FEATURES + 3)
         check_csrf(request, _text(form.get("csrf_token")))
         values = [_text(v) for v in form.getlist("value")]
+        event = _text(form.get("event")).strip()
         if ctx.inference is None:
             raise SpecError("this service runs without the inference routes")
         try:
-            row = _row(values)
+            ctx.inference.plane.check(caller, "infer", name)
+            if event:  # a pasted event fills the fields (shown as sent)
+                meta = ctx.inference.plane.model_metadata(caller, name, None)
+                values = event_values(event, feature_labels(meta), values)
+            row = row_of(values, [])
             scores = await ctx.inference.plane.predict_rows(caller, name, row)
             result = np.asarray(scores).reshape(len(row), -1)[0].tolist()
         except Mlaas4hepError as exc:
-            return await model_view(
-                request, caller, name, values=values, error=str(exc), status=422
+            if isinstance(exc, PermissionDenied):
+                raise
+            return await render_model(
+                ctx, request, caller, name, values=values, event=event, error=str(exc), status=422
             )
-        return await model_view(request, caller, name, values=values, result=result)
+        return await render_model(ctx, request, caller, name, values=values, result=result)
+
+    add_registry_ui_routes(router, ctx, caller_of)
 
     @router.get("/datasets", response_class=HTMLResponse)
     async def datasets_page(request: Request, caller: Principal = caller_of) -> Response:
@@ -150,30 +129,3 @@ def models_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> AP
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _feature_labels(meta: dict[str, Any]) -> list[str]:
-    names = list(meta["parameters"].get("feature_names") or [])
-    if names:
-        return names
-    shape = meta["inputs"][0]["shape"]
-    width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 0 else 1
-    return [f"feature {i}" for i in range(min(width, _MAX_FEATURES))]
-
-
-def _row(values: list[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """One row of numbers from the form (a message naming the field that is not one)."""
-    out = []
-    for i, text in enumerate(values):
-        try:
-            value = float(text.strip())
-        except ValueError:
-            msg = f"value {i + 1} ({text!r}) is not a number"
-            raise SpecError(msg) from None
-        if not math.isfinite(value):
-            msg = f"value {i + 1} ({text!r}) is not a finite number"
-            raise SpecError(msg)
-        out.append(value)
-    if not out:
-        raise SpecError("the form sent no values")
-    return np.asarray([out], dtype=np.float64)

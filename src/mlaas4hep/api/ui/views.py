@@ -7,9 +7,7 @@ plots, artifacts) and the query snippets of a model.
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,14 +15,12 @@ from typing import Any
 import yaml
 from markupsafe import Markup, escape
 
-from mlaas4hep.documents import load_json
-from mlaas4hep.errors import NotFound, PayloadTooLarge
+from mlaas4hep.jobs.runs import read_artifact_json
 from mlaas4hep.jobs.service import Artifact, JobService
 from mlaas4hep.jobs.states import State
 from mlaas4hep.jobs.store import JobRecord
 
 LOG_TAIL_BYTES = 16 * 1024
-_MAX_ARTIFACT_JSON = 4 * 1024 * 1024  # metrics.json and friends, shown on the job page
 PLOT_TITLES = {
     "roc.png": "Background rejection vs signal efficiency (test, and train dashed)",
     "scores.png": "Score distributions per true class, train and test",
@@ -172,19 +168,7 @@ def _is_main(name: str) -> bool:
 
 
 def _read_json(service: JobService, job: JobRecord, name: str) -> dict[str, Any]:
-    try:
-        path = service.artifact_path(job, name)
-        # A job wrote it: read at most one byte over the cap (a sparse 20 GiB file costs
-        # nothing to make), never following a link.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return {}
-            data = f.read(_MAX_ARTIFACT_JSON + 1)
-        doc = load_json(data, what=name, limit=_MAX_ARTIFACT_JSON)
-    except (NotFound, OSError, ValueError, PayloadTooLarge):  # a job wrote it: hostile
-        return {}
-    return doc if isinstance(doc, dict) else {}
+    return read_artifact_json(service, job, name)
 
 
 def log_tail(service: JobService, job: JobRecord, limit: int = LOG_TAIL_BYTES) -> str:

@@ -56,6 +56,7 @@
       state.textContent = job.state;
       state.className = `state state-${job.state}`;
       $("job-progress").replaceChildren(...progressHTML(job));
+      section.dispatchEvent(new CustomEvent("job-status", { detail: job }));  // live charts
       $("job-eta").textContent = job.eta_text;
       $("job-phase").textContent = (job.progress && job.progress.phase) || "–";
       const m = (job.progress && job.progress.metrics) || {};
