@@ -95,8 +95,10 @@ def serve_ours(
     import uvicorn
 
     from mlaas4hep.serve.app import create_inference_app
-    from mlaas4hep.serve.settings import InferenceSettings
+    from mlaas4hep.serve.settings import BatchPolicy, InferenceSettings
 
+    if isinstance(tuning.get("batching"), dict):
+        tuning = {**tuning, "batching": BatchPolicy(**tuning["batching"])}
     authenticate, authorize, _token, _kind = _auth(data_dir)
     settings = InferenceSettings(repository=repo, poll_interval_s=0, grpc_port=grpc_port, **tuning)
     app = create_inference_app(settings, authenticate=authenticate, authorize=authorize)
@@ -322,17 +324,21 @@ def _grpc_outcomes(url: str, token: str) -> dict[str, float]:
     return counts
 
 
-def _in_process_rows_per_s(model: Path, threads: int, seconds: float, rows: int = ROWS) -> float:
+def _in_process_rows_per_s(
+    model: Path, threads: int, seconds: float, rows: int = ROWS
+) -> tuple[float, float]:
+    """Rows/s of ``session.run`` on *rows*-row batches, and its CPU microseconds per row."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), session_options(threads))
     x = np.random.default_rng(0).normal(size=(rows, N_FEATURES)).astype(np.float32)
     session.run(None, {"features": x})
-    count, start = 0, time.perf_counter()
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         session.run(None, {"features": x})
         count += 1
-    return count * rows / (time.perf_counter() - start)
+    cpu_us_per_row = (time.process_time() - cpu) / (count * rows) * 1e6
+    return count * rows / (time.perf_counter() - start), cpu_us_per_row
 
 
 def _v2_body(rows: int) -> tuple[bytes, int]:
@@ -478,12 +484,13 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
     if served_ok < counted or any(failed.values()):
         raise RuntimeError(f"gRPC: h2load counted {counted}, server ok {served_ok}, {failed}")
     best = {name: max(r, key=lambda m: m["rps"]) for name, r in runs.items()}
-    bare, in_process_best = best["bare"], max(in_process)
+    bare, in_process_best = best["bare"], max(r for r, _ in in_process)
+    row_cpu, medium_row_cpu = min(c for _, c in in_process), min(c for _, c in in_process_medium)
     binary_rows = best["binary"]["rps"] * ROWS
     grpc_rows = best["grpc_binary"]["rps"] * ROWS
     medium_rows, in_process_medium_best = (
         best["medium"]["rps"] * MEDIUM_ROWS,
-        max(in_process_medium),
+        max(r for r, _ in in_process_medium),
     )
     return {
         "benchmark": "serve",
@@ -526,6 +533,11 @@ def run(smoke: bool, tuning: dict[str, Any]) -> dict[str, Any]:
         "medium_p50_ms": best["medium"]["p50_ms"],
         "medium_p99_ms": best["medium"]["p99_ms"],
         "in_process_medium_rows_per_s": round(in_process_medium_best),
+        # in-process CPU per row / the server's (both all threads): what batching and the
+        # protocol cost per row, whatever the load of a shared machine did to rows/s
+        "binary_cpu_ratio": round(row_cpu * ROWS / _least_cpu(runs["binary"]), 3),
+        "grpc_binary_cpu_ratio": round(row_cpu * ROWS / _least_cpu(runs["grpc_binary"]), 3),
+        "medium_cpu_ratio": round(medium_row_cpu * MEDIUM_ROWS / _least_cpu(runs["medium"]), 3),
         "grpc_requests_checked": int(counted),
     }
 
