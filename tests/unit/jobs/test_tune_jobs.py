@@ -4,7 +4,6 @@ and the job page's section (``_tune.html``) lists the trials and links the plots
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from jobs_helpers import pipeline_doc, submit_as
