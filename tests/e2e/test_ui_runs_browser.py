@@ -107,7 +107,7 @@ def test_live_charts_follow_a_running_job(page: Any, artifacts: Path) -> None:
     box = live.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
     assert "val_loss" in page.locator("#live-loss .chart-tip").inner_text()  # hover values
-    shot(page, artifacts, "08-job-live-charts")
+    shot(page, artifacts, "runs-live-charts")
     page.get_by_role("button", name="Cancel job").click()
     page.wait_for_selector("#job-state.state-cancelled", timeout=30_000)
     assert job_id
@@ -141,7 +141,7 @@ def test_runs_table_sort_filter_search(page: Any, artifacts: Path) -> None:
     assert names() == ["mlp-lr-0.0003"]
     assert page.locator("#runs-count").inner_text() == "1 run"
     page.get_by_role("searchbox", name="Search").fill("")
-    shot(page, artifacts, "09-runs-table")
+    shot(page, artifacts, "runs-table")
     # Without the script the same query runs on the server (the form's GET parameters).
     page.goto("/ui/runs?search=mlp-lr&sort=param:train.lr&order=asc")
     assert names() == ["mlp-lr-0.0003", "mlp-lr-0.01"]
@@ -173,7 +173,7 @@ def test_compare_two_runs(page: Any, artifacts: Path) -> None:
     page.mouse.up()
     reset = page.locator('[data-chart="roc"]').get_by_role("button", name="Reset zoom")
     assert reset.is_enabled()  # zoomed in
-    shot(page, artifacts, "10-compare")
+    shot(page, artifacts, "runs-compare")
     reset.click()
     assert reset.is_disabled()
 
@@ -189,7 +189,7 @@ def test_a_finished_run_has_interactive_charts(page: Any, artifacts: Path) -> No
     box = chart.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
     assert "AUC" in charts.locator('[data-chart="roc"] .chart-tip').inner_text()
-    shot(page, artifacts, "12-job-interactive-charts")
+    shot(page, artifacts, "runs-job-charts")
 
 
 def test_clone_and_resubmit_with_an_edit(page: Any, artifacts: Path) -> None:
@@ -205,7 +205,7 @@ def test_clone_and_resubmit_with_an_edit(page: Any, artifacts: Path) -> None:
     editor.fill(text.replace("lr: 0.01", "lr: 0.005"))
     page.get_by_label("Run name").fill("mlp-lr-0.005")
     page.wait_for_selector("#spec-status.good")
-    shot(page, artifacts, "11-clone")
+    shot(page, artifacts, "runs-clone")
     page.get_by_role("button", name="Submit", exact=True).click()
     page.wait_for_url(re.compile(r"/ui/jobs/[0-9a-f]{32}$"))
     assert page.get_by_role("heading", name="mlp-lr-0.005").is_visible()

@@ -113,6 +113,28 @@ class Client(Transport):
             params["cursor"] = cursor
         return dict(self.request("GET", "/jobs", params=params).json())
 
+    def runs(
+        self,
+        search: str = "",
+        *,
+        states: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        sort: str = "created",
+        order: str = "desc",
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Your runs with their key parameters and test metrics, filtered and sorted:
+        ``{"items": [...], "param_columns": [...], "metric_columns": [...]}``. *sort*:
+        ``created``, ``name``, ``state``, ``duration``, ``param:KEY`` or ``metric:KEY``."""
+        params: dict[str, Any] = {"search": search, "state": list(states), "tag": list(tags)}
+        params |= {"sort": sort, "order": order, "limit": limit}
+        return dict(self.request("GET", "/runs", params=params).json())
+
+    def compare_runs(self, job_ids: Sequence[str]) -> dict[str, Any]:
+        """2 to 10 runs side by side: parameters, metrics and curves."""
+        r = self.request("GET", "/runs/compare", params={"id": list(job_ids)})
+        return dict(r.json())
+
     def wait(
         self,
         job_id: str,

@@ -37,7 +37,7 @@ from mlaas4hep.errors import (
 )
 from mlaas4hep.spec import DatasetSpec, DataSpec, RemoteSpec
 
-Label = int | float | None
+Label = int | float | str | None  # a dataset's label: a number or an expression
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare awkward arrays element-wise

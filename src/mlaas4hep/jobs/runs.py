@@ -45,7 +45,6 @@ KEY_PARAMS = (
     "train.epochs",
     "train.lr",
     "train.batch_size",
-    "train.optimizer",
 )
 #: The test metrics a runs table shows as columns, when a run has them.
 KEY_METRICS = ("auc", "accuracy", "loss", "rmse", "response", "resolution")

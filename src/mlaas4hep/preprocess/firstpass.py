@@ -119,4 +119,3 @@ class Accumulator:
 
 
 _EVENT_KEYS = ("read", "passed", "dropped_nonfinite", "train", "validation", "test")
-

@@ -7,10 +7,13 @@ It does no I/O; ``preprocess.pipeline`` streams the data through it.
 
 Order on a chunk: object selections (``select``, which also update the ``nC`` counter),
 then ``define`` in order, then the ``cuts`` (an event is kept when it passes all), then
-features, label, weight and split on the kept events.
+features, label, weight and split on the kept events. A dataset's own ``define``,
+``cuts`` and ``label`` (``data.datasets[]``; ``preprocess.steps``) join these for its
+chunks: its defines replace or follow the global ones, its cuts follow the global cuts.
 
 Apply mode (``Program(spec, purpose="apply")``, for scoring any tree with a trained
-model's preprocessing): labels, weights and the split are not evaluated nor read, and
+model's preprocessing): the global steps only (or one dataset's, ``dataset=``); labels,
+weights and the split are not evaluated nor read, and
 ``apply`` keeps entry alignment: an ``AppliedChunk`` has a pass mask over every event of
 the chunk, the features of the passing ones, and the identifiers of every event in their
 original dtypes (never through float32).
@@ -155,8 +158,19 @@ class Program:
         out += steps.late() if steps is not None else []
         out += [("preprocess.label", self.label)] if self.label else []
         out += [("preprocess.weight", self.weight)] if self.weight else []
-        out += [(f"data.datasets[{n}].weight", e) for n, e in self.dataset_weights.items()]
+        out += [(f"data.datasets[{n}].weight", e) for n, e in self._dataset_weights(steps)]
         return out + self.extras
+
+    def _dataset_weights(self, steps: DatasetSteps | None) -> list[tuple[str, Expr]]:
+        """Dataset weights under *steps*: its dataset's own; under the global steps, those
+        of the datasets that have no steps of their own (the others may use their own
+        defines); with None, all."""
+        weights = self.dataset_weights.items()
+        if steps is None:
+            return list(weights)
+        if steps.name:
+            return [(n, e) for n, e in weights if n == steps.name]
+        return [(n, e) for n, e in weights if not self.steps[n].own]
 
     def branches(self, available: Collection[str]) -> list[str]:
         """The branches to read, given the branch names of the tree.

@@ -268,9 +268,18 @@ def _features_section(info: FeatureInfo) -> str:
 def _model_section(spec: PipelineSpec, metrics: dict[str, Any]) -> str:
     options = json.dumps(spec.model.model_dump(mode="json"))
     t = metrics.get("training", {})
+    folds = (
+        f"\n{spec.train.folds} models (`train.folds`), each trained without one fold of the "
+        "events and evaluated on it (figures below: out of fold; fold 0's epochs above). "
+        f"Input `{artifact.FOLD_INPUT}` (INT64 per row) picks each row's model: the fold of "
+        "a simulated event; without it, or -1, the mean of the models (real data).\n"
+        if spec.train.folds
+        else ""
+    )
     return (
         f"## Model\n\n`{options}`\n\nTrained for {t.get('epochs_run', '?')} epoch(s), best "
         f"epoch {t.get('best_epoch', '?')}{' (stopped early)' if t.get('stopped_early') else ''}.\n"
+        + folds
     )
 
 

@@ -75,6 +75,12 @@ def check_folds(spec: PipelineSpec, *, resume: bool = False, distributed: bool =
             f"{list(FOLD_KINDS)}, or set train.folds: null"
         )
         raise SpecError(msg)
+    if spec.tune is not None:
+        msg = (
+            f"train.folds: {k} and a tune: search cannot run together yet; tune with "
+            "train.folds: null, then train the best options with folds"
+        )
+        raise SpecError(msg)
     if not spec.data.identifiers:
         msg = "train.folds needs data.identifiers: the fold of an event is a hash of them"
         raise SpecError(msg)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -97,34 +97,32 @@ def check_spec(spec: PipelineSpec) -> None:
         raise SpecError(msg)
 
 
-def field_offset_scale(
-    info: FeatureInfo, names: tuple[str, ...]
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+def field_offset_scale(info: FeatureInfo, names: tuple[str, ...]) -> tuple[float, float]:
     """One ``(offset, scale)`` for the columns *names* (the slots of one field), pooled.
 
     ``standard``: mean and standard deviation over all slots' values; ``minmax``: the
     smallest minimum and the range; ``none``: (0, 1). A zero scale becomes 1.
     """
     if info.normalize == "none":
-        return np.float32(0.0), np.float32(1.0)
+        return 0.0, 1.0
     index = {n: i for i, n in enumerate(info.names)}
     stats = [info.stats.get(n) or {} for n in names]
     if any(s.get("count") is None or s.get("mean") is None for s in stats):
         # no statistics recorded for a slot: average the per-column constants instead
         cols = [index[n] for n in names]
-        return np.float32(np.mean(info.offset[cols])), _safe(float(np.mean(info.scale[cols])))
+        return float(np.mean(info.offset[cols])), _safe(float(np.mean(info.scale[cols])))
     counts = np.array([s["count"] for s in stats], dtype=np.float64)
     if info.normalize == "minmax":
         lo = min(float(s["min"]) for s in stats)
         hi = max(float(s["max"]) for s in stats)
-        return np.float32(lo), _safe(hi - lo)
+        return lo, _safe(hi - lo)
     means = np.array([s["mean"] for s in stats], dtype=np.float64)
     stds = np.array([s["std"] for s in stats], dtype=np.float64)
     total = max(float(counts.sum()), 1.0)
     mean = float((counts * means).sum() / total)
     var = float((counts * (stds**2 + (means - mean) ** 2)).sum() / total)
-    return np.float32(mean), _safe(math.sqrt(max(var, 0.0)))
+    return mean, _safe(math.sqrt(max(var, 0.0)))
 
 
-def _safe(scale: float) -> np.floating[Any]:
-    return np.float32(scale if scale > 0 and math.isfinite(scale) else 1.0)
+def _safe(scale: float) -> float:
+    return scale if scale > 0 and math.isfinite(scale) else 1.0

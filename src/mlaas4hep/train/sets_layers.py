@@ -132,7 +132,8 @@ class DeepSets(nn.Module):
             fields, mask = norm(x)
             pooled.append(masked_pool(phi(fields), mask, self.pooling))
             pooled.append(mask.sum(dim=1) / length)  # the object count, as a fraction
-        return self.head(pooled, scalars)
+        out: torch.Tensor = self.head(pooled, scalars)
+        return out
 
 
 class AttentionBlock(nn.Module):
@@ -156,7 +157,8 @@ class AttentionBlock(nn.Module):
         att = torch.softmax(logits.float() + bias, dim=-1).to(qkv.dtype)
         out = (att @ qkv[2]).transpose(1, 2).reshape(n, t, dim)
         x = x + self.drop(self.proj(out))
-        return x + self.drop(self.ff(self.ln2(x)))
+        result: torch.Tensor = x + self.drop(self.ff(self.ln2(x)))
+        return result
 
 
 class SetTransformer(nn.Module):
@@ -205,7 +207,8 @@ class SetTransformer(nn.Module):
             x = block(x, bias)
         pooled = [masked_pool(self.ln(x), mask, self.pooling)]
         pooled += [m.sum(dim=1) / n for m, n in zip(masks, self.lengths, strict=True)]
-        return self.head(pooled, scalars)
+        out: torch.Tensor = self.head(pooled, scalars)
+        return out
 
 
 def pair_features(
@@ -217,7 +220,10 @@ def pair_features(
     with η for the rapidity (exact for massless objects), a sum of positive terms, so it
     has no cancellation in float32. Objects of a collection without pt/eta/phi get zeros.
     """
-    pt, eta, phi, mass = [], [], [], []
+    pt: list[torch.Tensor] = []
+    eta: list[torch.Tensor] = []
+    phi: list[torch.Tensor] = []
+    mass: list[torch.Tensor] = []
     for x, kin in zip(objects, kinematics, strict=True):
         zero = torch.zeros_like(x[..., 0])
         if kin is None:

@@ -11,7 +11,7 @@ checkpoints) is ``TorchEngine``'s. The networks are in ``sets_layers.py``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,8 @@ class ExportModel(nn.Module):
         self.scoring = scoring
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.scoring.finish(self.scoring.net.sets(*inputs))
+        flat = cast(FlatSets, self.scoring.net)
+        return self.scoring.finish(flat.sets(*inputs))
 
 
 class SetEngine(TorchEngine):

@@ -30,7 +30,7 @@ JOBS = "/api/v1/jobs"
 AUTH = {"401", "403", "503"}
 #: Every error status each route can answer, read off the code it calls.
 EXPECTED: dict[tuple[str, str], set[str]] = {
-    ("post", JOBS): AUTH | {"400", "413", "422"},
+    ("post", JOBS): AUTH | {"400", "404", "413", "422"},  # 404: a parent not among yours
     ("get", JOBS): AUTH | {"422"},
     ("get", JOBS + "/{job_id}"): AUTH | {"404"},
     ("delete", JOBS + "/{job_id}"): AUTH | {"404", "409"},
@@ -42,6 +42,9 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("get", "/api/v1/datasets"): AUTH | {"422"},
     ("get", "/api/v1/datasets/{dataset_id}"): AUTH | {"404"},
     ("delete", "/api/v1/datasets/{dataset_id}"): AUTH | {"404"},
+    ("get", "/api/v1/runs"): AUTH | {"422"},
+    ("get", "/api/v1/runs/compare"): AUTH | {"404", "422"},
+    ("get", "/api/v1/runs/{job_id}/spec"): AUTH | {"404"},
     ("get", "/healthz"): set(),
     ("get", "/readyz"): {"503"},
 }

@@ -221,3 +221,37 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
         assert (old.run_name, old.tags, old.parent, old.title) == (None, {}, None, "old")
     finally:
         store.close()
+
+
+def test_the_python_client_submits_labels_and_lists_runs(tmp_path: Path) -> None:
+    import httpx
+
+    from mlaas4hep.client import Client
+    from mlaas4hep.errors import NotFound, SpecError
+
+    with make_client(tmp_path, run_executor=False) as tc:
+
+        def forward(request: httpx.Request) -> httpx.Response:
+            r = tc.request(
+                request.method,
+                request.url.raw_path.decode(),
+                content=request.content,
+                headers=dict(request.headers),
+            )
+            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+        transport = httpx.MockTransport(forward)
+        alice = Client("http://test", "token-alice", transport=transport)
+        job = alice.submit(b"name: x\n", run_name="first", tags={"sample": "ttbar"})
+        assert (job["run_name"], job["tags"]) == ("first", {"sample": "ttbar"})
+        other = alice.submit(b"name: y\n", tags=["sample=qcd"])
+        found = alice.runs("first", tags=["sample"], states=["queued"])["items"]
+        assert [r["id"] for r in found] == [job["id"]]
+        both = alice.compare_runs([job["id"], other["id"]])
+        assert {r["key"] for r in both["params"] if r["differs"]} == {"name"}
+        with pytest.raises(SpecError, match="no '='"):
+            alice.submit(b"name: x\n", tags=["oops"])
+        bob = Client("http://test", "token-bob", transport=transport)
+        with pytest.raises(NotFound):
+            bob.compare_runs([job["id"], other["id"]])
+        assert bob.runs()["items"] == []

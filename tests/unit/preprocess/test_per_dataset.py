@@ -281,3 +281,18 @@ def test_a_spec_with_per_dataset_steps_round_trips(files: dict[str, Path]) -> No
     again = PipelineSpec.model_validate(copy.deepcopy(spec.model_dump(mode="json")))
     assert again == spec
     assert spec.model_dump(mode="json")["data"]["datasets"][0]["class"] == "ttH"
+
+
+def test_a_dataset_weight_may_use_the_dataset_s_own_defines(files: dict[str, Path]) -> None:
+    raw = three_classes(files)
+    raw["data"]["datasets"][0]["define"]["kfactor"] = "where(nJet > 5, 1.5, 1.0)"
+    raw["data"]["datasets"][0]["weight"] = "kfactor"
+    raw["data"]["datasets"][1]["weight"] = "nLepton"
+    prep = Preprocessor(validate_spec(raw))
+    w = {ds: np.concatenate([r.w for r in prep.chunks([ds])]) for ds in ("ttH", "ttbar")}
+    x = {ds: np.concatenate([r.X for r in prep.chunks([ds])]) for ds in ("ttH", "ttbar")}
+    assert set(np.unique(w["ttH"]).tolist()) == {1.0, 1.5}
+    np.testing.assert_array_equal(w["ttbar"], x["ttbar"][:, 1])  # nLepton, >= 1 there
+    raw["data"]["datasets"][1]["weight"] = "kfactor"  # ttH's define: unknown for ttbar
+    with pytest.raises(ExpressionError, match=r"in data\.datasets\[ttbar\]\.weight: unknown"):
+        Preprocessor(validate_spec(raw)).fit()

@@ -85,6 +85,9 @@ def test_folds_spec_and_checks_before_any_data() -> None:
     check_folds(_spec(folds=2, kind="xgboost"))
     with pytest.raises(SpecError, match="'deepsets'"):
         check_folds(_spec(folds=2, kind="deepsets"))
+    tuned = _spec(folds=2).model_copy(update={"tune": {"space": {}}})
+    with pytest.raises(SpecError, match="tune"):
+        check_folds(tuned)
     with pytest.raises(TrainingError, match="--resume"):
         check_folds(_spec(folds=2), resume=True)
     with pytest.raises(TrainingError, match="Dask"):
