@@ -124,3 +124,14 @@ def test_a_bad_fold_is_400(client: triton.InferenceServerClient) -> None:
         infer(client, {"features": X, "fold": np.array([0, 1, 1], np.int32)})
     with pytest.raises(InferenceServerException, match="rows"):
         infer(client, {"features": X, "fold": np.array([0, 1], np.int64)})
+
+
+def test_tfaas_gets_the_mean(server: str, bundle: Path, events: dict[str, np.ndarray]) -> None:
+    import httpx
+
+    row = [float(events[f][0]) for f in FEATURES]
+    body = {"keys": FEATURES, "values": row, "model": NAME}
+    response = httpx.post(f"http://{server}/json", json=body, headers=ALICE)
+    assert response.status_code == 200, response.text
+    mean = Model.load(bundle, folds="average").run_onnx(np.array([row], np.float32))
+    np.testing.assert_allclose(np.ravel(response.json()), mean[:, 0], rtol=1e-6)

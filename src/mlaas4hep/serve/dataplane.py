@@ -289,7 +289,9 @@ class DataPlane:
             array = rows.astype(spec.dtype, copy=False)
             count = check_inputs(loaded, {spec.name: array}, {spec.name: spec.datatype})
             computed = time.perf_counter()
-            outputs = await loaded.batcher.submit({spec.name: array}, count)
+            # a k-folded model: the mean of its models (as every request without a fold)
+            feeds = with_fold(name, loaded.metadata.folds, {spec.name: array}, None, count)
+            outputs = await loaded.batcher.submit(feeds, count)
         except BaseException as exc:
             self._failed(loaded, "tfaas", exc, start)
             raise

@@ -200,29 +200,6 @@ def test_ui_pages_list_and_compare_only_your_runs(runs: Any) -> None:
     assert foreign.status_code == 404
 
 
-def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
-    import sqlite3
-
-    from mlaas4hep.jobs.store import JobStore
-
-    db = tmp_path / "old.db"
-    JobStore(f"sqlite:///{db}").close()
-    with sqlite3.connect(db) as conn:  # a database from before the run labels
-        for column in ("run_name", "tags", "parent"):
-            conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
-        conn.execute(
-            "INSERT INTO jobs (id, owner, name, state, version, spec, request_hash, "
-            "needs_network, attempt, max_attempts, cancel_requested, created_at, updated_at) "
-            "VALUES ('ab', 'o', 'old', 'queued', 1, '{}', 'h', 0, 0, 3, 0, 1.0, 1.0)"
-        )
-    store = JobStore(f"sqlite:///{db}")
-    try:
-        old = store.get("ab")
-        assert (old.run_name, old.tags, old.parent, old.title) == (None, {}, None, "old")
-    finally:
-        store.close()
-
-
 def test_the_python_client_submits_labels_and_lists_runs(tmp_path: Path) -> None:
     import httpx
 
