@@ -25,6 +25,7 @@ branches or outputs); those are then derived from ``spec.yaml`` (``BundleFeature
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,9 +88,16 @@ Task = Literal["binary", "multiclass", "regression"]
 
 
 def output_columns(model: str, task: str, class_names: Sequence[str]) -> tuple[str, ...]:
-    """Score column names of *model*: ``<model>_score``, one per class, or ``<model>_value``."""
+    """Score column names of *model*: ``<model>_score``, one per class, or ``<model>_value``.
+
+    A class name's characters that cannot be in a column name (``ttH-extra``: datasets
+    allow ``. + -``) become ``_``; should two names then clash, each gets its class index.
+    """
     if task == "multiclass":
-        return tuple(f"{model}_score_{c}" for c in class_names)
+        names = [re.sub(r"\W", "_", c, flags=re.ASCII) for c in class_names]
+        if len(set(names)) < len(names):
+            names = [f"{n}_{i}" for i, n in enumerate(names)]
+        return tuple(f"{model}_score_{n}" for n in names)
     if task == "regression":
         return (f"{model}_value",)
     return (f"{model}_score",)

@@ -58,6 +58,14 @@ def test_output_columns_per_task() -> None:
     assert artifact.pass_column("m") == "m_pass"
 
 
+def test_class_names_become_column_names() -> None:
+    # Dataset names allow ". + -" (three-class.yaml has "ttH-extra"); a column cannot.
+    names = output_columns("m", "multiclass", ["QCD", "ttH", "ttH-extra", "a.b+c"])
+    assert names == ("m_score_QCD", "m_score_ttH", "m_score_ttH_extra", "m_score_a_b_c")
+    clash = output_columns("m", "multiclass", ["t-t", "t_t"])
+    assert clash == ("m_score_t_t_0", "m_score_t_t_1")
+
+
 def test_output_file_names(tmp_path: Path) -> None:
     class M:
         def __init__(self, name: str) -> None:
