@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train import make_spec, measure, parser
-
 from mlaas4hep.spec import PipelineSpec
+from train import make_spec, measure, parser
 
 MODELS: dict[str, dict[str, Any]] = {
     "deepsets": {"kind": "deepsets", "phi": [64, 64], "rho": [64, 32]},

@@ -10,6 +10,7 @@ top-level ``apply:`` key (a pipeline spec forbids unknown keys, so it never has 
       tree: Events                 # default: the tree the model was trained on
       format: root                 # root (a friend tree) | parquet
       only_passing: false          # true: only the events passing the model's cuts
+      training_dataset: ttH        # also this training dataset's own defines and cuts
       register_dataset: false      # true: each output becomes a dataset of yours
 
 It is parsed by the one hardened loader (:mod:`mlaas4hep.documents`) and validated here
@@ -58,6 +59,14 @@ class ApplySpec(_Strict):
     )
     register_dataset: bool = Field(
         default=False, description="register each output as a dataset of the submitter"
+    )
+    training_dataset: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.+-]+$",  # a data.datasets[].name
+        description="a training dataset of the model whose own defines and cuts apply too "
+        "(default: the global preprocessing only)",
     )
 
     @field_validator("model")

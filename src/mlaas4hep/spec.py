@@ -9,9 +9,12 @@ the field path and what is allowed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import re
 import urllib.parse
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -164,8 +167,8 @@ class DataSpec(_Strict):
     @field_validator("datasets")
     @classmethod
     def _unique_names(cls, datasets: list[DatasetSpec]) -> list[DatasetSpec]:
-        names = [d.name for d in datasets]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        counts = Counter(d.name for d in datasets)  # linear: there may be thousands
+        dup = sorted(n for n, k in counts.items() if k > 1)
         if dup:
             raise ValueError(f"dataset names must be unique; repeated: {dup}")
         return datasets
@@ -268,6 +271,15 @@ class ReweightAxisSpec(_Strict):
         elif not self.lo < self.hi:  # type: ignore[operator]
             msg = f"{self.expr!r}: lo must be below hi, got lo={self.lo!r}, hi={self.hi!r}"
             raise ValueError(msg)
+        else:
+            e = self.bin_edges()  # hi - lo can overflow, n bins can be below the resolution
+            finite = all(math.isfinite(x) for x in e)
+            if not finite or any(hi <= lo for lo, hi in itertools.pairwise(e)):
+                msg = (
+                    f"{self.expr!r}: n={self.n!r} bins in [{self.lo!r}, {self.hi!r}) are not "
+                    "finite, strictly increasing edges; use a narrower range or fewer bins"
+                )
+                raise ValueError(msg)
         return self
 
     def bin_edges(self) -> list[float]:
@@ -289,8 +301,8 @@ class ReweightSpec(_Strict):
     target: str = Field(
         default="flat", min_length=1, max_length=200, description="flat, a class or a dataset"
     )
-    classes: list[str] | None = Field(
-        default=None, description="classes reweighted; default: all but the target class"
+    classes: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1, description="classes reweighted; default: all but the target"
     )
     max_weight: float = Field(
         default=10.0, gt=0.0, le=1e6, description="the largest factor an event gets (clip)"
@@ -337,7 +349,9 @@ class PreprocessSpec(_Strict):
     weight: str | None = Field(default=None, description="per-event weight expression")
     balance: bool = Field(default=False, description="reweight classes to equal total weight")
     reweight: list[ReweightSpec] = Field(
-        default_factory=list, description="histogram reweightings (after weight, before balance)"
+        default_factory=list,
+        max_length=16,
+        description="histogram reweightings (after weight, before balance)",
     )
     normalize: Literal["standard", "minmax", "none"] = "standard"
     nonfinite: Literal["error", "drop"] = Field(
@@ -669,18 +683,32 @@ def _check_tune(spec: PipelineSpec) -> None:
             raise ValueError(msg)
         ends = param.choices if isinstance(param, CategoricalParamSpec) else [param.low, param.high]
         for value in ends:
-            try:
-                with_params(spec, {path: value})
-            except SpecError as exc:
-                detail = str(exc).splitlines()[-1].strip()
-                msg = f"tune.space.{path}: the value {value!r} is not valid there: {detail}"
-                raise ValueError(msg) from None
+            _check_option(spec, path, value)
     if not spec.preprocess.split.validation:
         msg = (
             f"tune ranks trials by {tune.metric!r} on the validation split, but "
             "preprocess.split.validation is 0; give it a fraction (e.g. 0.2)"
         )
         raise ValueError(msg)
+
+
+def _check_option(spec: PipelineSpec, path: str, value: Any) -> None:
+    """*value* is valid for the option at *path* (``model.X`` or ``train.X``).
+
+    Only that section is validated again (a whole spec of many datasets, once per choice of
+    a large space, would hold the API for minutes); the trials validate whole specs.
+    """
+    section, _, option = path.partition(".")
+    current: ModelSpec | TrainSpec = spec.model if section == "model" else spec.train
+    raw = {**current.model_dump(mode="json"), option: value}
+    try:
+        type(current).model_validate(raw)
+    except ValidationError as exc:
+        where = f"the trial spec ({path}={value!r})"
+        last = format_validation_error(exc, where, root=type(current)).splitlines()[-1]
+        detail = f"{section}.{last.strip()}"
+        msg = f"tune.space.{path}: the value {value!r} is not valid there: {detail}"
+        raise ValueError(msg[:2000]) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -740,6 +768,7 @@ class PipelineSpec(_Strict):
 def _check_dataset_labels(datasets: list[DatasetSpec], pre: PreprocessSpec) -> None:
     """``datasets[].class`` names one of ``preprocess.classes``; a dataset's own label
     expression or class cannot be combined with ``preprocess.label``."""
+    names = set(pre.classes or ())  # a set: thousands of datasets x classes stay linear
     for i, d in enumerate(datasets):
         where = f"data.datasets[{i}] ({d.name!r})"
         if d.class_ is not None and not pre.classes:
@@ -749,7 +778,7 @@ def _check_dataset_labels(datasets: list[DatasetSpec], pre: PreprocessSpec) -> N
                 "position in that list"
             )
             raise ValueError(msg)
-        if d.class_ is not None and pre.classes and d.class_ not in pre.classes:
+        if d.class_ is not None and pre.classes and d.class_ not in names:
             msg = (
                 f"{where}.class {d.class_!r} is not one of preprocess.classes "
                 f"{pre.classes!r} ({closest(d.class_, pre.classes)}); fix the name or add "

@@ -111,7 +111,8 @@ def test_per_collection_tensors_score_as_apply(
     assert set(feeds) == {"Jet", "Muon", "scalars"}
     served = _infer(client, feeds)
     np.testing.assert_allclose(served, model.run_onnx(X), atol=1e-6)
-    assert served.shape == (50, 1) and np.all((served > 0) & (served < 1))
+    assert served.shape == (50, 1)
+    assert np.all((served > 0) & (served < 1))
 
 
 def test_missing_collection_is_a_clear_400(
@@ -123,3 +124,11 @@ def test_missing_collection_is_a_clear_400(
     del feeds["Muon"]
     with pytest.raises(InferenceServerException, match="Muon"):
         _infer(client, feeds)
+
+
+def test_raw_event_columns_are_refused_with_the_reason(
+    client: triton.InferenceServerClient,
+) -> None:
+    # The raw-columns route serves single-input models only (docs/training.md, limits).
+    with pytest.raises(InferenceServerException, match="cannot take raw event columns"):
+        _infer(client, {"MET_pt": np.ones(3, np.float32)})

@@ -55,6 +55,8 @@ class ApplyTask:
     step_size: int
     ids: tuple[str, ...] | None
     folds: tuple[str, ...] = ()  # per bundle: how a k-folded one scores (Model.folds)
+    # per bundle: the training dataset whose own steps apply too (Model.dataset)
+    datasets: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,11 @@ def score_partition(task: ApplyTask, part: Partition) -> PartitionScores:
     """Score one partition (runs on a worker): load the bundles, read, score."""
     try:
         modes = task.folds or (OUT_OF_FOLD,) * len(task.bundles)
-        models = [Model.load(b, folds=f) for b, f in zip(task.bundles, modes, strict=True)]
+        datasets = task.datasets or (None,) * len(task.bundles)
+        models = [
+            Model.load(b, folds=f, dataset=d)
+            for b, f, d in zip(task.bundles, modes, datasets, strict=True)
+        ]
         chunks = score_file(
             models, part.file, tree=part.tree, step_size=task.step_size,
             ids=task.ids, entry_start=part.entry_start, entry_stop=part.entry_stop,
@@ -110,7 +116,8 @@ def score_inputs(
     step = chunk_step(models[0], step_size)
     bundles = tuple(str(m.bundle) for m in models)
     folds = tuple(m.folds or OUT_OF_FOLD for m in models)
-    task = ApplyTask(bundles, step, None if ids is None else tuple(ids), folds)
+    datasets = tuple(m.dataset for m in models)
+    task = ApplyTask(bundles, step, None if ids is None else tuple(ids), folds, datasets)
     planned: list[tuple[str, str, list[Partition] | Mlaas4hepError]] = []
     for source in sources:
         try:

@@ -80,7 +80,8 @@ class Model:
         self.spec = spec
         self.features = features
         self._session = session
-        # the global defines and cuts; with *dataset*, that training dataset's own too
+        #: the training dataset whose own defines and cuts apply too (None: global only)
+        self.dataset = _check_dataset(bundle, spec, dataset)
         self._program = Program(spec, purpose="apply", identifiers=[], dataset=dataset)
         if tuple(self._program.names) != features.features:
             msg = (
@@ -239,6 +240,22 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.features.task}, bundle={str(self.bundle)!r})"
+
+
+def _check_dataset(bundle: Path, spec: PipelineSpec, dataset: str | None) -> str | None:
+    """*dataset* when it is one of the training datasets of the bundle's spec (or None).
+
+    Raises ``SpecError`` listing the bundle's datasets otherwise.
+    """
+    names = [d.name for d in spec.data.datasets]
+    if dataset is None or dataset in names:
+        return dataset
+    msg = (
+        f"model bundle {str(bundle)!r} has no training dataset {dataset!r}; its datasets: "
+        f"{', '.join(map(repr, names))}; give one of them (names are case-sensitive) "
+        "to apply its own defines and cuts, or none for the global preprocessing"
+    )
+    raise SpecError(msg)
 
 
 def _columns(events: Any) -> dict[str, Any]:

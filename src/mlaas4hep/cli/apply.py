@@ -14,6 +14,9 @@ exact types and per model ``<model>_score`` (one ``_score_<class>`` per class, o
 in one line naming it on stderr; the others are still written; the exit status is then 2.
 ``--folds out-of-fold`` (default) scores each event with the model of a k-folded bundle
 that did not train on it, ``--folds average`` with the mean of its k models (real data).
+``--dataset NAME`` also runs training dataset NAME's own ``define`` and ``cuts``
+(``data.datasets[]``) in every model, to score more events of that sample as it was
+trained on (default: the global preprocessing only, what any new events need).
 ``--dask-scheduler ADDRESS`` scores the inputs' partitions on that Dask cluster
 (``mlaas4hep.apply.distributed``); the outputs are the same, bit for bit.
 """
@@ -63,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", choices=FOLD_MODES, default=OUT_OF_FOLD,
                         help="k-folded models: each event by the model that did not train "
                         "on it (simulation), or the mean of the k models (real data)")  # fmt: skip
+    parser.add_argument("--dataset", metavar="NAME", default=None,
+                        help="also apply the own defines and cuts of the models' training "
+                        "dataset NAME (default: the global preprocessing only)")  # fmt: skip
     parser.add_argument("--progress-json", action="store_true",
                         help="one JSON progress object per line on stdout")  # fmt: skip
     parser.add_argument("--dask-scheduler", metavar="ADDRESS",
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.partition_entries < 1:
         msg = f"--partition-entries must be positive, got {args.partition_entries!r}"
         raise SpecError(msg)
-    models = [load_model(m, folds=args.folds) for m in [args.model, *args.more]]
+    sources = [args.model, *args.more]
+    models = [load_model(m, folds=args.folds, dataset=args.dataset) for m in sources]
     data = models[0].spec.data
     files = resolve_files(
         args.inputs,
@@ -103,11 +110,13 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_INPUTS if failed else 0
 
 
-def load_model(source: str, folds: str = OUT_OF_FOLD) -> Model:
+def load_model(source: str, folds: str = OUT_OF_FOLD, dataset: str | None = None) -> Model:
     """A bundle directory, or a model ``NAME[:VERSION]`` of the service, fetched first
     (``mlaas4hep.client.models``: URL and token from the environment, the client
-    config or ``mlaas4hep login``); *folds*: how a k-folded model scores."""
-    return Model.load(source, folds=folds)
+    config or ``mlaas4hep login``); *folds*: how a k-folded model scores; *dataset*: the
+    training dataset whose own defines and cuts apply too (``SpecError`` listing the
+    bundle's datasets when it has none of that name)."""
+    return Model.load(source, folds=folds, dataset=dataset)
 
 
 def output_path(out_dir: Path, source: str, models: Sequence[Model], fmt: Format) -> Path:

@@ -16,8 +16,8 @@ decided here, once:
   the bytes that were authorized, even if the version is deleted before it runs;
 * **the command** (:func:`apply_argv`, called by the attempt runner):
   ``executor.apply_command MODEL_DIR INPUTS... --out DIR --format F [--tree T]
-  [--only-passing] [--step-size N] --progress-json`` (``mlaas4hep apply``: one output per
-  input file, the job's artifacts);
+  [--only-passing] [--step-size N] [--dataset=NAME] --progress-json`` (``mlaas4hep
+  apply``: one output per input file, the job's artifacts);
 * **datasets** (:func:`register_outputs`, called by the executor after the attempt
   committed and before the success is recorded, like a deploy): with
   ``register_dataset: true`` each ROOT output ``F`` becomes the submitter's dataset
@@ -37,6 +37,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from mlaas4hep.apply_request import ApplyRequest, is_apply_request, parse_model_ref
+from mlaas4hep.artifact import SPEC_FILE
 from mlaas4hep.auth.policy import INFERENCE_SCOPE, model_scope, require_any_scope
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.config import Settings
@@ -57,6 +58,9 @@ class PinnedModel:
 
     name: str
     version: int
+    #: its training datasets (``data.datasets[].name`` of its ``spec.yaml``); None when
+    #: the version has no spec (an uploaded ONNX file)
+    datasets: tuple[str, ...] | None = None
 
     @property
     def ref(self) -> str:
@@ -92,16 +96,40 @@ def pin_model(settings: Settings, caller: Principal, ref: str) -> PinnedModel:
             "the name with GET /v2/models"
         )
         raise SpecError(msg)
-    if version is None:
-        return PinnedModel(name, versions[-1])
-    if version not in versions:
+    if version is not None and version not in versions:
         msg = f"apply.model: model {name!r} has no version {version}; versions: {versions}"
         raise SpecError(msg)
-    return PinnedModel(name, version)
+    chosen = versions[-1] if version is None else version
+    spec = repository.version_dir(name, chosen) / SPEC_FILE
+    return PinnedModel(name, chosen, _training_datasets(spec))
+
+
+def _training_datasets(spec: Path) -> tuple[str, ...] | None:
+    """The dataset names of a published version's ``spec.yaml``; None without one, or
+    with one this version of the service cannot read (the job then says why)."""
+    from mlaas4hep.spec import load_spec
+
+    if not spec.is_file():
+        return None
+    try:
+        return tuple(d.name for d in load_spec(spec).data.datasets)
+    except SpecError:
+        return None
 
 
 def pinned(request: ApplyRequest, model: PinnedModel, files: list[str]) -> dict[str, Any]:
-    """The request as stored: the model version pinned, the inputs resolved."""
+    """The request as stored: the model version pinned, the inputs resolved.
+
+    Raises ``SpecError`` for an ``apply.training_dataset`` the model was not trained on.
+    """
+    wanted = request.apply.training_dataset
+    if wanted and model.datasets is not None and wanted not in model.datasets:
+        msg = (
+            f"apply.training_dataset: model {model.ref} has no training dataset {wanted!r}; "
+            f"its datasets: {', '.join(map(repr, model.datasets))}; give one of them, or "
+            "leave it out for the global preprocessing"
+        )
+        raise SpecError(msg)
     apply = request.apply.model_copy(update={"model": model.ref, "files": files})
     return request.model_copy(update={"apply": apply}).model_dump(mode="json")
 
@@ -152,6 +180,8 @@ def apply_argv(settings: Settings, paths: JobPaths, spec: str, out: Path) -> lis
         argv.append("--only-passing")
     if apply.step_size:
         argv += ["--step-size", str(apply.step_size)]
+    if apply.training_dataset:  # one argument: a name is never read as an option
+        argv.append(f"--dataset={apply.training_dataset}")
     return [*argv, "--progress-json"]
 
 

@@ -4,9 +4,13 @@ A job runs sandboxed, away from the service's database (``jobs/sandbox.py``): it
 keeps the study in the job's own directory (``train/tune.py``). When the job succeeds,
 ``record_study`` stores the study in the service's database (the job store's SQLite file or
 PostgreSQL server, through Optuna's ``RDBStorage``) as ``job-<id>``, rebuilt from the job's
-``tune/trials.json``: the job's output is hostile, so the file is bounded, parsed as JSON,
-and every trial is checked against the search space of the job's validated spec. Read it
-back with ``optuna.load_study(study_name="job-<id>", storage=<database URL>)``.
+``tune/trials.json``: the job's output is hostile, so the file is opened as
+``serve/intake.py`` opens a model directory (no symbolic link on the way, a regular
+single-link file: never a FIFO or a device), bounded, parsed as JSON of bounded depth, and
+every trial is checked against the search space of the job's validated spec: at most
+``n_trials`` (or ``MAX_TRIALS``) trials, finite values, a value per epoch for
+at most the epochs the spec lets a trial train, short attributes. Read it back with
+``optuna.load_study(study_name="job-<id>", storage=<database URL>)``.
 
 ``trial_pool`` is where a job started with ``--dask-scheduler`` runs its trials: the
 cluster's workers, through the client's ``concurrent.futures`` executor.
@@ -17,12 +21,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from concurrent.futures import Executor
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, cast
 
-from mlaas4hep.errors import Conflict, DataQualityError
-from mlaas4hep.spec import TuneSpec, validate_spec
+from mlaas4hep.documents import load_json
+from mlaas4hep.errors import Conflict, DataQualityError, PayloadTooLarge, SpecError
+from mlaas4hep.spec import (
+    CategoricalParamSpec,
+    FloatParamSpec,
+    IntParamSpec,
+    PipelineSpec,
+    TuneSpec,
+    validate_spec,
+)
 from mlaas4hep.train.tune_space import distributions, encode
 
 if TYPE_CHECKING:
@@ -33,8 +46,9 @@ if TYPE_CHECKING:
 
 TRIALS_FILE = "tune/trials.json"
 MAX_TRIALS_BYTES = 32 << 20
+MAX_TRIALS = 10_000  # the most trials a search may ask for (TuneSpec.n_trials)
+MAX_ERROR_CHARS = 2000  # what the search itself keeps of a trial's error
 _STATES = ("complete", "pruned", "failed")
-_ATTRS = ("seconds", "epochs", "error")
 
 
 def study_name(job_id: str) -> str:
@@ -61,11 +75,12 @@ def record_search(
     """Store the search a job ran (its spec *raw_spec*, its output *result_dir*) in the
     database at *db_url* as ``job-<job_id>``; the study name.
 
-    None when the job's spec has no ``tune:`` section.
+    None when the job's spec has no ``tune:`` section. *result_dir*'s parent is trusted
+    (the job's directory, the service's own); nothing below it is.
 
     Raises:
-        DataQualityError: ``tune/trials.json`` is missing, too large or not what the
-            search of this spec writes.
+        DataQualityError: ``tune/trials.json`` is missing, a link or a special file, too
+            large or too deep, or not what the search of this spec writes.
         Conflict: the database already holds this job's study.
     """
     if not raw_spec.get("tune"):  # most jobs (and apply jobs, whose spec is another kind)
@@ -73,21 +88,33 @@ def record_search(
     spec = validate_spec(raw_spec, origin=f"job {job_id}")
     if spec.tune is None:
         return None
-    rows = _read(result_dir / TRIALS_FILE)
-    trials = [_trial(spec.tune, row) for row in rows]
+    rows = _read(result_dir)
+    cap = min(spec.tune.n_trials or MAX_TRIALS, MAX_TRIALS)
+    if len(rows) > cap:
+        msg = f"{TRIALS_FILE} lists {len(rows)} trials; this search ran at most {cap}"
+        raise DataQualityError(msg)
+    epochs = max_epochs(spec)
+    trials = [_trial(spec.tune, row, epochs) for row in rows]
     name = study_name(job_id)
     _store(db_url, name, spec.tune, trials)
     return name
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
+def _read(result_dir: Path) -> list[dict[str, Any]]:
+    """The trial rows of ``result_dir/tune/trials.json``, read as hostile content."""
+    from mlaas4hep.serve.intake import open_directory, open_plain
+
+    tune_dir, name = PurePath(TRIALS_FILE).parent, PurePath(TRIALS_FILE).name
     try:
-        size = path.stat().st_size
-        if size > MAX_TRIALS_BYTES:
-            msg = f"{TRIALS_FILE} is {size} bytes; the limit is {MAX_TRIALS_BYTES}"
-            raise DataQualityError(msg)
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        dir_fd = open_directory(result_dir.parent, PurePath(result_dir.name) / tune_dir)
+        try:
+            fd = open_plain(dir_fd, name, MAX_TRIALS_BYTES)
+        finally:
+            os.close(dir_fd)
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(MAX_TRIALS_BYTES + 1)
+        doc = load_json(data, what=TRIALS_FILE, limit=MAX_TRIALS_BYTES)
+    except (OSError, SpecError, PayloadTooLarge) as exc:
         msg = f"the job's {TRIALS_FILE} cannot be read: {exc}"
         raise DataQualityError(msg) from exc
     rows = doc.get("trials") if isinstance(doc, dict) else None
@@ -97,18 +124,28 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _trial(tune: TuneSpec, row: dict[str, Any]) -> optuna.trial.FrozenTrial:
+def max_epochs(spec: PipelineSpec) -> int:
+    """The most epochs a trial of *spec*'s search trains (``train.epochs`` or its range)."""
+    param = spec.tune.space.get("train.epochs") if spec.tune else None
+    if isinstance(param, IntParamSpec | FloatParamSpec):
+        return int(param.high)
+    if isinstance(param, CategoricalParamSpec):
+        return max((int(c) for c in param.choices if isinstance(c, int | float)), default=1)
+    return spec.train.epochs
+
+
+def _trial(tune: TuneSpec, row: dict[str, Any], epochs: int) -> optuna.trial.FrozenTrial:
     """One row as an Optuna trial, checked against the spec's search space."""
     import optuna
     from optuna.trial import TrialState
 
     state = row.get("state")
     params = row.get("params")
+    number = _shown(row.get("number"))
     if state not in _STATES or not isinstance(params, dict) or set(params) != set(tune.space):
-        msg = f"{TRIALS_FILE}: trial {row.get('number')!r} is not a trial of this search"
+        msg = f"{TRIALS_FILE}: trial {number} is not a trial of this search"
         raise DataQualityError(msg)
     value = _number(row.get("value")) if state == "complete" else None
-    curve = row.get("intermediate") or {}
     try:
         return optuna.trial.create_trial(
             state={"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
@@ -116,18 +153,59 @@ def _trial(tune: TuneSpec, row: dict[str, Any]) -> optuna.trial.FrozenTrial:
             value=value,
             params={p: encode(v) for p, v in params.items()},
             distributions=distributions(tune),
-            intermediate_values={int(k): v for k, v in curve.items() if _number(v) is not None},
-            user_attrs={k: row[k] for k in _ATTRS if row.get(k) is not None},
+            intermediate_values=_curve(row.get("intermediate"), epochs),
+            user_attrs=_attrs(row),
         )  # fmt: skip
     except (ValueError, TypeError, AttributeError) as exc:
-        msg = f"{TRIALS_FILE}: trial {row.get('number')!r} does not fit the search: {exc}"
+        msg = f"{TRIALS_FILE}: trial {number} does not fit the search: {str(exc)[:300]}"
         raise DataQualityError(msg) from exc
 
 
+def _curve(curve: Any, epochs: int) -> dict[int, float]:
+    """The per-epoch values: epochs 1..*epochs*, finite numbers (others are dropped)."""
+    if curve is None:
+        return {}
+    if not isinstance(curve, dict) or len(curve) > epochs:
+        raise ValueError(f"intermediate is not a mapping of at most {epochs} epochs")
+    out: dict[int, float] = {}
+    for key, v in curve.items():
+        digits = isinstance(key, str) and len(key) <= 7 and key.isascii() and key.isdigit()
+        step = int(key) if digits else 0
+        if not 1 <= step <= epochs:
+            raise ValueError(f"intermediate: {_shown(key)} is not an epoch 1..{epochs}")
+        value = _number(v)
+        if value is not None:
+            out[step] = value
+    return out
+
+
+def _attrs(row: dict[str, Any]) -> dict[str, Any]:
+    """``seconds`` and ``epochs`` as numbers, ``error`` as a short text; nothing else."""
+    out: dict[str, Any] = {}
+    for key in ("seconds", "epochs"):
+        value = _number(row.get(key))
+        if value is not None:
+            out[key] = int(value) if key == "epochs" and value.is_integer() else value
+    error = row.get("error")
+    if error is not None:
+        out["error"] = str(error)[:MAX_ERROR_CHARS]
+    return out
+
+
 def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # an int of 400 digits overflows
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _shown(value: Any) -> str:
+    """*value* for a message: its ``repr``, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _store(db_url: str, name: str, tune: TuneSpec, trials: list[optuna.trial.FrozenTrial]) -> None:

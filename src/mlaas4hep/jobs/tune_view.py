@@ -1,7 +1,8 @@
 """A job's hyperparameter search as its page shows it (``api/ui/templates/_tune.html``).
 
 Read from the job's ``tune/trials.json`` (hostile content: through ``read_artifact_json``,
-bounded, JSON only); the values are shown as text, never as markup.
+bounded, JSON only); the values are shown as text, never as markup, and the table is
+bounded: at most ``MAX_SHOWN`` trials by ``MAX_COLUMNS`` parameters, short cells.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlaas4hep.jobs.tune import TRIALS_FILE, study_name
 _PLOTS = (("tune/history.png", "Optimisation history"),
           ("tune/importance.png", "Parameter importance"))  # fmt: skip
 MAX_SHOWN = 200
+MAX_COLUMNS = 64  # the most paths a search space has (TuneSpec.space)
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,18 @@ def tune_view(service: JobService, job: JobRecord) -> TuneView | None:
     if not isinstance(rows, list):
         return None
     rows = [r for r in rows if isinstance(r, dict)]
-    paths = sorted({str(p) for r in rows if isinstance(r.get("params"), dict) for p in r["params"]})
+    shown = rows[:MAX_SHOWN]
+    found = {str(p)[:100] for r in shown if isinstance(r.get("params"), dict) for p in r["params"]}
+    paths = sorted(found)[:MAX_COLUMNS]
     names = {a.name for a in service.artifacts(job)}
     best = doc.get("best_trial")
     return TuneView(
         study=study_name(job.id),
-        metric=str(doc.get("metric", "")),
-        direction=str(doc.get("direction", "")),
+        metric=str(doc.get("metric", ""))[:40],
+        direction=str(doc.get("direction", ""))[:20],
         best=best if isinstance(best, int) else None,
         paths=paths,
-        trials=[_row(r, paths) for r in rows[:MAX_SHOWN]],
+        trials=[_row(r, paths) for r in shown],
         hidden=max(0, len(rows) - MAX_SHOWN),
         plots=[(name, alt) for name, alt in _PLOTS if name in names],
     )

@@ -13,7 +13,7 @@ every event in their original dtypes (never through float32).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +71,7 @@ def run_chunk(program: Program, columns: Mapping[str, Any], dataset: DatasetSpec
     steps = program.steps_of(dataset.name)
     nonfinite: dict[str, int] = {}
     for name, e in steps.defines.items():
-        env[name] = _broadcast(program.eval(e, env), n)
+        env[name] = _broadcast(program.evaluate(e, env), n)
         nonfinite[DEFINE_PREFIX + name] = _count_nonfinite(env[name])
     keep, passed = _cut(program, steps, env, n)
     # per-event columns are filtered here; object columns go whole to build_matrix,
@@ -84,8 +84,10 @@ def run_chunk(program: Program, columns: Mapping[str, Any], dataset: DatasetSpec
     w = _weights(program, kept, dataset, m)
     split = _split(program.spec, [np.asarray(kept[i]) for i in program.spec.data.identifiers], m)
     # on every event, then the kept ones: kept object columns are not filtered yet
-    extra = {e.text: np.asarray(_broadcast(program.eval(e, env), n), dtype=np.float64)[index]
-             for _, e in program.extras}  # fmt: skip
+    extra = {
+        e.text: np.asarray(_broadcast(program.evaluate(e, env), n), dtype=np.float64)[index]
+        for _, e in program.extras
+    }
     result = _finite(program, X, y, w, split, n, tuple(passed), nonfinite, extra)
     return dataclasses.replace(result, dataset=dataset.name)
 
@@ -104,7 +106,7 @@ def apply_chunk(program: Program, columns: Mapping[str, Any]) -> AppliedChunk:
     env = {k: _event_or_object(v) for k, v in columns.items()}
     select_objects(program, env)
     for name, e in program.applied.defines.items():
-        env[name] = _broadcast(program.eval(e, env), n)
+        env[name] = _broadcast(program.evaluate(e, env), n)
     keep, _ = _cut(program, program.applied, env, n)
     index = np.flatnonzero(keep)
     kept = _take(env, program.feature_cols, index)
@@ -126,7 +128,7 @@ def apply_chunk(program: Program, columns: Mapping[str, Any]) -> AppliedChunk:
 def select_objects(program: Program, env: dict[str, Any]) -> None:
     """Apply the object selections to the ``C_*`` columns of *env* (and ``nC``), in place."""
     for coll, e in program.selects.items():
-        mask = program.eval(e, env)
+        mask = program.evaluate(e, env)
         found = jagged.parts(mask)
         selection = jagged.Selection.from_mask(found) if found is not None else None
         prefix = coll + "_"
@@ -145,16 +147,17 @@ def _cut(
     keep = np.ones(n, dtype=bool)
     passed = []
     for _, e in (*program.cuts, *steps.cuts):
-        keep &= _broadcast(program.eval(e, env), n).astype(bool)
+        keep &= _broadcast(program.evaluate(e, env), n).astype(bool)
         passed.append(int(keep.sum()))
     return keep, passed
 
 
-def _take(env: Mapping[str, Any], names: Any, index: np.ndarray[Any, Any]) -> dict[str, Any]:
+def _take(
+    env: Mapping[str, Any], names: Iterable[str], index: np.ndarray[Any, Any]
+) -> dict[str, Any]:
     """The per-event columns *names* at *index*; object columns whole (see ``run_chunk``)."""
     return {
-        k: env[k] if isinstance(env[k], ak.Array) else np.asarray(env[k]).take(index)
-        for k in names
+        k: env[k] if isinstance(env[k], ak.Array) else np.asarray(env[k]).take(index) for k in names
     }
 
 
@@ -182,7 +185,7 @@ def _targets(
     dtype = np.int64 if labels.task == "multiclass" else np.float32
     if label is None:
         return np.full(n, labels.targets[dataset.name], dtype=dtype)
-    y = np.asarray(_broadcast(program.eval(label, env), n), dtype=np.float64)
+    y = np.asarray(_broadcast(program.evaluate(label, env), n), dtype=np.float64)
     task, k = labels.task, labels.n_classes
     allowed = (0.0, 1.0) if task == "binary" else range(k) if task == "multiclass" else None
     if allowed is not None and len(y):
@@ -204,7 +207,7 @@ def _weights(
     w = np.ones(n, dtype=np.float64)
     for e in (program.dataset_weights.get(dataset.name), program.weight):
         if e is not None:
-            w = w * _broadcast(program.eval(e, env), n)
+            w = w * _broadcast(program.evaluate(e, env), n)
     return w.astype(np.float32)
 
 

@@ -15,6 +15,7 @@ an expression evaluated on its events) or ``class`` (a name from ``preprocess.cl
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -126,9 +127,10 @@ def _named_classes(spec: PipelineSpec) -> LabelPlan:
         )
         raise SpecError(msg)
     targets: dict[str, float] = {}
+    index = {c: i for i, c in reversed(list(enumerate(classes)))}  # the first of each name
     for i, d in enumerate(spec.data.datasets):
         if d.class_ is not None:
-            targets[d.name] = float(classes.index(d.class_))
+            targets[d.name] = float(index[d.class_])
         elif isinstance(d.label, int | float):
             if d.label != int(d.label) or not 0 <= d.label < len(classes):
                 msg = (
@@ -139,10 +141,11 @@ def _named_classes(spec: PipelineSpec) -> LabelPlan:
                 raise SpecError(msg)
             targets[d.name] = float(d.label)
     expressions = any(isinstance(d.label, str) for d in spec.data.datasets)
-    unused = [c for i, c in enumerate(classes) if float(i) not in targets.values()]
+    used = set(targets.values())
+    unused = [c for i, c in enumerate(classes) if float(i) not in used]
     if unused and not expressions:
         msg = (
-            f"preprocess.classes {unused!r} have no dataset: name them in a dataset's "
+            f"preprocess.classes {_few(unused)} have no dataset: name them in a dataset's "
             "'class', or remove them from preprocess.classes"
         )
         raise SpecError(msg)
@@ -153,10 +156,10 @@ def _classification(
     task: str, classes: list[str], targets: dict[str, float], where: str
 ) -> LabelPlan:
     k = len(classes)
-    dup = sorted({c for c in classes if classes.count(c) > 1})
+    dup = sorted(c for c, n in Counter(classes).items() if n > 1)  # linear: k may be large
     if k < 2 or dup:
-        problem = f"repeats {dup!r}" if dup else "has fewer than two classes"
-        msg = f"preprocess.classes {classes!r} {problem}: list each class once, at least two"
+        problem = f"repeats {_few(dup)}" if dup else "has fewer than two classes"
+        msg = f"preprocess.classes {_few(classes)} {problem}: list each class once, at least two"
         raise SpecError(msg)
     if task == "regression":
         msg = (
@@ -165,7 +168,7 @@ def _classification(
         )
         raise SpecError(msg)
     if task == "binary" and k != 2:
-        msg = f"task binary needs exactly two preprocess.classes, got {classes!r}"
+        msg = f"task binary needs exactly two preprocess.classes, got {_few(classes)}"
         raise SpecError(msg)
     if task == "binary" or (task == "auto" and k == 2):
         return LabelPlan("binary", 1, tuple(classes), targets)
@@ -192,6 +195,12 @@ def _with_expressions(spec: PipelineSpec) -> LabelPlan:
             raise SpecError(msg)
         return LabelPlan("binary", 1, ("0", "1"), numbers)
     return LabelPlan("regression", 1, (), numbers)
+
+
+def _few(names: list[str], shown: int = 10) -> str:
+    """*names* for a message: the first *shown* of them, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{names[:shown]!r}{more}"
 
 
 #: What ``apply`` plans: no labels at all (scoring needs none).

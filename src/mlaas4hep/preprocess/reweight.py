@@ -41,6 +41,10 @@ ORDER = (
     "factors (clipped to max_weight), then the balance class factors"
 )
 FLAT = "flat"
+#: The most histogram bins all reweightings fill together (one histogram per reweighted
+#: class and per non-flat target): 16 MB of ``hist`` Weight storage, and a bounded
+#: ``reweight.json``; ``ReweightSpec`` alone bounds one histogram (100000 bins).
+MAX_TOTAL_BINS = 1_000_000
 _REGRESSION_GROUP = "events"  # a regression's only group: every event
 
 
@@ -99,7 +103,23 @@ def plan_reweighting(spec: PipelineSpec, labels: LabelPlan) -> ReweightPlan:
                 )
                 raise SpecError(msg)
             seen[name] = rule.index
+    _check_size(rules)
     return ReweightPlan(rules, regression)
+
+
+def _check_size(rules: Sequence[Rule]) -> None:
+    """Refuse reweightings whose histograms hold more than ``MAX_TOTAL_BINS`` bins."""
+    total = 0
+    for rule in rules:
+        bins = int(np.prod([len(e) - 1 for e in rule.edges]))
+        total += bins * (len(rule.classes) + (rule.target != FLAT))
+    if total > MAX_TOTAL_BINS:
+        msg = (
+            f"preprocess.reweight fills {total} histogram bins in all (bins x (reweighted "
+            f"classes + a class or dataset target)); the limit is {MAX_TOTAL_BINS}: use "
+            "fewer bins, or reweight fewer classes"
+        )
+        raise SpecError(msg)
 
 
 def _rule(

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -197,10 +198,18 @@ def _pool(options: TuneOptions, tune: TuneSpec, spec: PipelineSpec) -> Iterator[
     if tune.parallel == 1:
         yield _Inline()
         return
-    # Processes, not threads: torch seeds and draws from one generator per process.
+    # Processes, not threads: torch seeds and draws from one generator per process; no
+    # more of them than this machine (or the job's CPU set) has cores: ``parallel: 256``
+    # must not start 256 interpreters in one job.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=tune.parallel, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=local_workers(tune), mp_context=context) as pool:
         yield pool
+
+
+def local_workers(tune: TuneSpec) -> int:
+    """How many local processes run trials: ``tune.parallel``, at most the usable cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(tune.parallel, cores or 1))
 
 
 class _Search:

@@ -88,7 +88,8 @@ def test_hash_is_stable_and_sensitive() -> None:
         ),
         (
             "preprocess: {features: {scalars: [x]}}\nmodel: {kind: forest}",
-            "model.kind: Input should be 'mlp', 'xgboost', 'sgd' or 'python'",
+            "model.kind: Input should be 'mlp', 'xgboost', 'sgd', 'python', 'deepsets' or "
+            "'transformer'",
         ),
         ("preprocess: {features: {scalars: [x]}}\nmodel: {kind: python}", "needs 'module'"),
         (

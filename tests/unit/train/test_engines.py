@@ -77,7 +77,8 @@ def test_engine_learns_regression(model: dict[str, Any], tmp_path: Path) -> None
 
 
 def test_unknown_engine_lists_the_known_ones() -> None:
-    with pytest.raises(SpecError, match=r"available: 'mlp', 'python', 'sgd', 'xgboost'"):
+    known = r"available: 'deepsets', 'mlp', 'python', 'sgd', 'transformer', 'xgboost'"
+    with pytest.raises(SpecError, match=known):
         engine_class("lightgbm")
 
 

@@ -139,7 +139,8 @@ def test_reaches_the_mlp_auc_on_the_same_inputs(trained: Trained, name: str) -> 
 def test_exported_graph_takes_one_tensor_per_collection(trained: Trained, name: str) -> None:
     inputs = {i.name: i.shape for i in trained.sessions[name].get_inputs()}
     assert list(inputs) == ["Jet", "Muon", "scalars"]
-    assert inputs["Jet"][1:] == [6, 6] and inputs["Muon"][1:] == [2, 4]
+    assert inputs["Jet"][1:] == [6, 6]
+    assert inputs["Muon"][1:] == [2, 4]
     assert inputs["scalars"][1:] == [1]
     assert all(not isinstance(shape[0], int) for shape in inputs.values())  # dynamic batch
     native = trained.engines[name].predict(trained.test.X)
@@ -159,9 +160,7 @@ def _permute_objects(feeds: dict[str, np.ndarray], seed: int) -> dict[str, np.nd
 
 
 @pytest.mark.parametrize("name", ["deepsets", "transformer"])
-def test_onnx_is_invariant_under_permutations_of_the_objects(
-    trained: Trained, name: str
-) -> None:
+def test_onnx_is_invariant_under_permutations_of_the_objects(trained: Trained, name: str) -> None:
     feeds = _feeds(trained, name, trained.test.X)
     permuted = _permute_objects(feeds, seed=5)
     moved = np.any(permuted["Jet"] != feeds["Jet"], axis=(1, 2))
@@ -245,5 +244,16 @@ def test_set_models_need_masked_collections(
 def test_model_options_belong_to_their_kind(sample_files: dict[str, Path]) -> None:
     with pytest.raises(SpecError, match=r"'phi' \(a deepsets option\)"):
         sets_spec(sample_files, {"kind": "transformer", "phi": [8]})
-    with pytest.raises(SpecError, match="multiple of model.heads"):
+    with pytest.raises(SpecError, match=r"multiple of model\.heads"):
         sets_spec(sample_files, {"kind": "transformer", "embed_dim": 10, "heads": 4})
+
+
+def test_mixed_precision_only_on_cuda() -> None:
+    from mlaas4hep.train.torch_mlp import resolve_amp
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_amp(True, cpu) is None  # ignored on the CPU
+    assert resolve_amp("fp16", cpu) is None
+    assert resolve_amp(False, cuda) is None
+    assert resolve_amp("fp16", cuda) is torch.float16
+    assert resolve_amp("bf16", cuda) is torch.bfloat16

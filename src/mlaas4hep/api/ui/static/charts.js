@@ -29,12 +29,18 @@
 
   function ticks(lo, hi, log) {
     if (log) {
-      const out = [];
-      for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++) {
-        const v = Math.pow(10, p);
-        if (v >= lo * 0.999 && v <= hi * 1.001) out.push(v);
+      // Decades; 1-2-5 within them when the range spans less than two decades.
+      for (const mantissas of [[1], [1, 2, 5], [1, 1.5, 2, 3, 5, 7]]) {
+        const out = [];
+        for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++) {
+          for (const m of mantissas) {
+            const v = m * Math.pow(10, p);
+            if (v >= lo * 0.999 && v <= hi * 1.001) out.push(Number(v.toPrecision(6)));
+          }
+        }
+        if (out.length >= 3 || (out.length >= 2 && mantissas.length > 1)) return out;
       }
-      return out.length >= 2 ? out : [lo, hi];
+      return [lo, hi];
     }
     const span = hi - lo || 1;
     const step0 = Math.pow(10, Math.floor(Math.log10(span / 5)));
