@@ -34,6 +34,7 @@ from mlaas4hep.jobs.run_compare import curves_of, editable_spec
 from mlaas4hep.jobs.runs import MAX_RUN_NAME, check_labels, run_of
 from mlaas4hep.jobs.service import parse_spec
 from mlaas4hep.jobs.states import State
+from mlaas4hep.jobs.tune_view import tune_view
 
 _PAGE = 25
 DEFAULT_EXAMPLE = "tth-vs-qcd.yaml"
@@ -107,6 +108,7 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
             deploy_name=deploy_name,
             can_cancel=has_scope(caller, "compute.cancel"),
             can_deploy=ctx.inference is not None,
+            tune=tune_view(service, record),
         )
 
     @router.get("/jobs/{job_id}/status")
