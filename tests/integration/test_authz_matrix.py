@@ -77,6 +77,7 @@ class World:
     issuer: LocalIssuer
     tmp: Path
     job: str = ""  # alice's succeeded job
+    job2: str = ""  # another of alice's jobs (the runs compare view takes two or more)
     artifact: str = ""  # one of its artifacts
     dataset: str = ""  # alice's dataset
     partial: str = ""  # the sha256 of alice's unfinished (resumable) upload
@@ -169,6 +170,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         w = World(server, LocalIssuer(server.data_dir), tmp)
         w.job, w.dataset, w.partial = w.new_job(), w.new_dataset(), w.new_partial()
+        w.job2 = w.new_job()
         w.new_model(MODEL)
         with w.alice() as c:
             items = c.get(f"/api/v1/jobs/{w.job}/artifacts").json()["items"]
@@ -199,6 +201,11 @@ def call(method: str, **kwargs: Any) -> Callable[[str], Send]:
         return send
 
     return for_template
+
+
+def _two_runs(w: World, p: dict[str, str]) -> dict[str, list[str]]:
+    """The compare view's query: the job of the case and another of alice's."""
+    return {"id": [p["job_id"], w.job2]}
 
 
 def _v2_body(w: World, p: dict[str, str]) -> dict[str, Any]:
@@ -366,6 +373,18 @@ def _cases() -> dict[tuple[str, str], Case]:
             {"needs": M_MODIFY, "resource": "model"},
         ),
         ("GET", "/metrics"): (call("GET"), {"needs": ("mlaas.metrics",)}),  # labels name models
+        # runs (jobs with their names, tags, parameters and metrics): bob sees none of alice's
+        ("GET", f"{api}/runs"): (call("GET"), {"needs": READ, "resource": "listing"}),
+        ("GET", f"{api}/runs/compare"): (
+            call("GET", params=_two_runs),
+            {"needs": READ, "resource": "job"},
+        ),
+        ("GET", f"{api}/runs/{{job_id}}/spec"): (call("GET"), {"needs": READ, "resource": "job"}),
+        ("GET", "/ui/runs"): (call("GET"), {"needs": READ, "resource": "listing"}),
+        ("GET", "/ui/runs/compare"): (
+            call("GET", params=_two_runs),
+            {"needs": READ, "resource": "job"},
+        ),
         # the web UI (same dependency, which also takes the session cookie)
         ("GET", "/ui/jobs"): (call("GET"), {"needs": READ, "resource": "listing"}),
         ("GET", "/ui/jobs/rows"): (call("GET"), {"needs": READ, "resource": "listing"}),

@@ -200,11 +200,15 @@ class ModelManager:
             except Exception:  # keep polling: a bad file must not stop the service
                 log.exception("repository poll failed")
 
-    async def index(self) -> list[IndexEntry]:
-        """Every version on disk with its state and, when not serving, the reason."""
-        names = await asyncio.to_thread(self.repository.model_names)
+    async def index(self, only: str | None = None) -> list[IndexEntry]:
+        """Every version on disk (of model *only*, or all) with its state and, when not
+        serving, the reason."""
+        if only is None:
+            names = {*await asyncio.to_thread(self.repository.model_names), *self.names()}
+        else:
+            names = {only}
         entries = []
-        for name in sorted(set(names) | set(self.names())):
+        for name in sorted(names):
             on_disk = await asyncio.to_thread(self.repository.versions, name)
             served = self._served.get(name, {})
             for version in sorted(set(on_disk) | set(served)):

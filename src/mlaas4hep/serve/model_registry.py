@@ -53,7 +53,7 @@ class ModelRegistry:
         if config is None:
             config = await asyncio.to_thread(self._repo.config, name)
         stored = await asyncio.to_thread(self._repo.aliases, name)
-        index = {e.version: e for e in await manager.index() if e.name == name}
+        index = {e.version: e for e in await manager.index(name)}
         versions = []
         for version in sorted(on_disk, reverse=True):
             row = await asyncio.to_thread(self._version_row, name, version)

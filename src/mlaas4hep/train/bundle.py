@@ -189,13 +189,13 @@ def _data_section(spec: PipelineSpec) -> str:
     rows = [
         [
             d.name,
-            str(d.label) if d.label is not None else "-",
+            card.dataset_label(d, spec.preprocess),
             str(len(d.files)),
             ", ".join(f"`{f}`" for f in d.files[:3]) + (" ..." if len(d.files) > 3 else ""),
         ]
         for d in spec.data.datasets
     ]
-    table = card.table(["dataset", "label", "files", "e.g."], rows, numeric={1, 2})
+    table = card.table(["dataset", "label", "files", "e.g."], rows, numeric={2})
     return f"## Data\n\nTree `{spec.data.tree or '(the only one)'}`.\n\n{table}\n"
 
 

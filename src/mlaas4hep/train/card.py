@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from mlaas4hep.spec import DatasetSpec, PreprocessSpec
 from mlaas4hep.train.working_points import MIN_EVENTS
 
 _TOP_IMPORTANCES = 10
@@ -37,6 +38,26 @@ def table(
         + "|"
     )
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def cell(text: str) -> str:
+    """*text* as one Markdown table cell: ``|`` escaped (an expression's ``a | b``)."""
+    return text.replace("|", "\\|")
+
+
+def dataset_label(dataset: DatasetSpec, pre: PreprocessSpec) -> str:
+    """What a dataset's events are labelled with, as a table cell: its class name (with
+    the class index), its label expression or number, else the global label expression
+    (``preprocess.label``); ``-`` when none."""
+    if dataset.class_ is not None:
+        classes = pre.classes or []
+        index = f" (class {classes.index(dataset.class_)})" if dataset.class_ in classes else ""
+        return cell(f"{dataset.class_}{index}")
+    if isinstance(dataset.label, str):
+        return cell(f"`{dataset.label}`")
+    if dataset.label is not None:
+        return str(dataset.label)
+    return cell(f"`{pre.label}`") if pre.label else "-"
 
 
 def number(value: Any) -> str:

@@ -89,6 +89,13 @@ def check_spec(spec: PipelineSpec) -> None:
             f"on preprocess.features.objects {', '.join(repr(n) for n in unmasked)}"
         )
         raise SpecError(msg)
+    if getattr(spec.train, "folds", None):
+        # the k-fold graph (fold_onnx.py) combines single-input models
+        msg = (
+            f"train.folds is not supported with model kind {kind!r} yet; train one model "
+            "(remove train.folds) or use kind 'mlp' / 'xgboost' for k-folding"
+        )
+        raise SpecError(msg)
     if SCALARS_INPUT in objects:
         msg = (
             f"a collection named {SCALARS_INPUT!r} would clash with the scalars' input of a "

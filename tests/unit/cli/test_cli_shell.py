@@ -86,7 +86,8 @@ def test_bash_completion_is_valid_and_completes(tmp_path: Path) -> None:
         return run.stdout.split()
 
     assert complete("st") == ["stats", "status"]
-    assert complete("models", "") == ["list", "show", "rm"]
+    models = ["list", "show", "rm", "aliases", "promote", "rollback", "policy"]
+    assert complete("models", "") == models
     assert "--yes" in complete("models", "rm", "--")
     assert complete("jobs", "--state", "su") == ["succeeded"]
     assert complete("completion", "") == list(SHELLS)

@@ -226,6 +226,7 @@ def _flat_names(spec: PipelineSpec) -> list[str]:
     [
         ({"mask": False}, "set 'mask: true'"),
         (None, "preprocess.features.objects is empty"),
+        ({"folds": 3}, "train.folds is not supported"),
     ],
 )
 def test_set_models_need_masked_collections(
@@ -235,6 +236,8 @@ def test_set_models_need_masked_collections(
     objects = raw["preprocess"]["features"]["objects"]
     if change is None:
         objects.clear()
+    elif "folds" in change:
+        raw["train"].update(change)
     else:
         objects["Jet"].update(change)
     with pytest.raises(SpecError, match=message):
