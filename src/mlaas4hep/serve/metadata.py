@@ -118,6 +118,10 @@ class ModelMetadata:
     description: str = ""
     #: k of a k-folded model (its graph also takes an optional ``fold`` input), else None
     folds: int | None = None
+    #: A k-folded model's ``data.identifiers`` and split seed: the service computes each
+    #: row's fold from identifier inputs with them (serve/folds.py); empty/None: it cannot
+    fold_identifiers: tuple[str, ...] = ()
+    fold_seed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +135,8 @@ class ModelMetadata:
             "created": self.created,
             "description": self.description,
             **({"folds": self.folds} if self.folds else {}),
+            **({"fold_identifiers": list(self.fold_identifiers)} if self.fold_identifiers else {}),
+            **({"fold_seed": self.fold_seed} if self.fold_seed is not None else {}),
         }
 
     @classmethod
@@ -155,6 +161,8 @@ class ModelMetadata:
             created=data.get("created"),
             description=str(data.get("description") or ""),
             folds=_folds(data.get("folds"), where),
+            fold_identifiers=_fold_identifiers(data.get("fold_identifiers"), where),
+            fold_seed=_fold_seed(data.get("fold_seed"), where),
         )
 
 
@@ -163,6 +171,24 @@ def _folds(value: Any, where: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 64:
         msg = f"{where}: 'folds' must be the number of fold models (2..64), got {value!r}"
+        raise SpecError(msg)
+    return value
+
+
+def _fold_identifiers(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        msg = f"{where}: 'fold_identifiers' must be a list of branch names, got {value!r}"
+        raise SpecError(msg)
+    return tuple(value)
+
+
+def _fold_seed(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        msg = f"{where}: 'fold_seed' must be the split seed (an integer 0..2**64-1), got {value!r}"
         raise SpecError(msg)
     return value
 

@@ -127,7 +127,13 @@ def metadata_document(
     graph = onnx.load(str(model), load_external_data=False).graph
     test = metrics.get("test", {})
     defaults = {init.name for init in graph.initializer}  # optional inputs (k-folding's fold)
-    folds = {"folds": spec.train.folds} if spec.train.folds else {}
+    folds: dict[str, Any] = {}
+    if spec.train.folds:  # what the service needs to compute a fold (serve/folds.py)
+        folds = {
+            "folds": spec.train.folds,
+            "fold_identifiers": list(spec.data.identifiers),
+            "fold_seed": spec.preprocess.split.seed,
+        }
     return {
         "format": artifact.METADATA_FORMAT,
         "inputs": [_tensor(t) for t in graph.input if t.name not in defaults],
