@@ -52,7 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("mlaas4hep.cli.cancel", "cancel a queued or running job"),
     "download": ("mlaas4hep.cli.download", "download a succeeded job's artifacts"),
     "datasets": ("mlaas4hep.cli.datasets", "your datasets on the service: list, upload, rm"),
-    "models": ("mlaas4hep.cli.models", "models published in the service: list, show, rm"),
+    "models": (
+        "mlaas4hep.cli.models",
+        "models published in the service: list, show, rm, aliases, promote, rollback, policy",
+    ),
     "completion": ("mlaas4hep.cli.completion", "print a shell completion script (bash|zsh|fish)"),
 }
 

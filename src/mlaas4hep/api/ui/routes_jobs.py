@@ -141,7 +141,9 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
         record = await run_in_threadpool(service.get, job_id, owner_filter(caller))
         name = _text(form.get("name")).strip()
         model = await run_in_threadpool(service.artifact_path, record, "model.onnx")
-        name, version = await ctx.inference.deployer.publish_directory(caller, name, model.parent)
+        name, version = await ctx.inference.deployer.publish_directory(
+            caller, name, model.parent, source_job=job_id
+        )
         return RedirectResponse(
             f"{UI_PREFIX}/models/{name}?deployed={version}&job={job_id}", status_code=303
         )
