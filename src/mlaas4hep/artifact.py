@@ -73,7 +73,7 @@ PROP_INPUTS = "mlaas4hep.inputs"
 #: The event-level scalars' tensor of a graph with one input per object collection.
 SCALARS_INPUT = "scalars"
 #: A k-folded model's optional input (int64, (batch,)): the fold whose model scores each
-#: row (``preprocess.split.assign_fold`` of its identifiers); -1 or absent: the mean of the
+#: row (``eventhash.assign_fold`` of its identifiers); -1 or absent: the mean of the
 #: k models (docs/training.md, "k-folding").
 FOLD_INPUT = "fold"
 FOLD_AVERAGE = -1

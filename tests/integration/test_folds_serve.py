@@ -2,7 +2,8 @@
 the unmodified ``tritonclient``: without a ``fold`` input every row gets the mean of the
 k models (real data); with each event's fold (``Model.event_folds`` of its identifiers)
 the model that did not train on it, as ``mlaas4hep apply`` scores it. The same on the raw
-event columns route."""
+event columns route. Or with the identifiers themselves (run, luminosityBlock, event),
+over HTTP and gRPC: the service computes the folds with the training's hash and seed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 import tritonclient.http as triton
 import uproot
 import yaml
@@ -24,11 +26,17 @@ from mlaas4hep.apply.serving import load_raw_preprocessor
 from mlaas4hep.artifact import PUBLISHED_FILES
 from mlaas4hep.cli import main
 from mlaas4hep.data.samples import write_sample
+from mlaas4hep.loopback import free_port
 from mlaas4hep.serve.app import create_inference_app
+from mlaas4hep.serve.samples import write_sample_model
 from mlaas4hep.serve.settings import InferenceSettings
 
 NAME, EVENTS, K = "foldmlp", 600, 2
 FEATURES = ["MET_pt", "nJet"]
+IDS = ["run", "luminosityBlock", "event"]
+PLAIN = "plainmlp"  # a model of one MLP, not k-folded
+DATATYPES = {np.float32: "FP32", np.float64: "FP64", np.int64: "INT64", np.int32: "INT32"}
+DATATYPES |= {np.uint32: "UINT32", np.uint64: "UINT64"}
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +62,21 @@ def events(bundle: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory, grpc_port: int) -> Iterator[str]:
     repo = tmp_path_factory.mktemp("fold-repo")
     version = repo / NAME / "1"
     version.mkdir(parents=True)
     for name in PUBLISHED_FILES:
         shutil.copy(bundle / name, version / name)
     own(repo, NAME)
-    settings = InferenceSettings(repository=repo, poll_interval_s=0.2)
+    write_sample_model(repo / PLAIN / "1", (len(FEATURES), 4, 1), seed=1)
+    own(repo, PLAIN)
+    settings = InferenceSettings(repository=repo, poll_interval_s=0.2, grpc_port=grpc_port)
     app = create_inference_app(
         settings, authenticate=authenticate, raw_loader=load_raw_preprocessor
     )
@@ -76,14 +91,28 @@ def client(server: str) -> Iterator[triton.InferenceServerClient]:
     c.close()
 
 
-def infer(client: triton.InferenceServerClient, tensors: dict[str, np.ndarray]) -> np.ndarray:
+@pytest.fixture
+def grpc_client(server: str, grpc_port: int) -> Iterator[tgrpc.InferenceServerClient]:
+    c = tgrpc.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
+    yield c
+    c.close()
+
+
+def infer(
+    client: triton.InferenceServerClient | tgrpc.InferenceServerClient,
+    tensors: dict[str, np.ndarray],
+    model: str = NAME,
+) -> np.ndarray:
+    """The first score column of *model* for *tensors*, over HTTP or gRPC."""
+    grpc = isinstance(client, tgrpc.InferenceServerClient)
     inputs = []
     for name, array in tensors.items():
-        datatype = {np.float32: "FP32", np.int64: "INT64", np.int32: "INT32"}[array.dtype.type]
-        tensor = triton.InferInput(name, list(array.shape), datatype)
+        datatype = DATATYPES[array.dtype.type]
+        tensor = (tgrpc if grpc else triton).InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    result = client.infer(NAME, inputs, headers={**ALICE})
+    headers = {"authorization": ALICE["Authorization"]} if grpc else {**ALICE}
+    result = client.infer(model, inputs, headers=headers)
     return np.asarray(result.as_numpy("scores"))[:, 0]
 
 
@@ -91,7 +120,9 @@ def test_metadata_names_the_optional_fold_input(client: triton.InferenceServerCl
     meta = client.get_model_metadata(NAME, headers={**ALICE})
     assert [t["name"] for t in meta["inputs"]] == ["features"]  # fold is optional
     assert meta["parameters"]["folds"] == K
-    assert meta["parameters"]["optional_inputs"][0]["name"] == "fold"
+    optional = meta["parameters"]["optional_inputs"]
+    assert [t["name"] for t in optional] == ["fold", *IDS]  # or the identifiers
+    assert all(t["optional"] for t in optional)
 
 
 def test_v2_with_and_without_identifiers(
@@ -135,3 +166,55 @@ def test_tfaas_gets_the_mean(server: str, bundle: Path, events: dict[str, np.nda
     assert response.status_code == 200, response.text
     mean = Model.load(bundle, folds="average").run_onnx(np.array([row], np.float32))
     np.testing.assert_allclose(np.ravel(response.json()), mean[:, 0], rtol=1e-6)
+
+
+def test_identifiers_give_the_out_of_fold_scores_over_http_and_grpc(
+    client: triton.InferenceServerClient,
+    grpc_client: tgrpc.InferenceServerClient,
+    bundle: Path,
+    events: dict[str, np.ndarray],
+) -> None:
+    X = np.stack([events[f] for f in FEATURES], 1).astype(np.float32)
+    ids = {n: events[n] for n in IDS}  # as the ROOT branches are: UINT32, UINT32, UINT64
+    assert [ids[n].dtype for n in IDS] == [np.uint32, np.uint32, np.uint64]
+    oof_model = Model.load(bundle)
+    applied = oof_model.predict(events)  # `mlaas4hep apply`'s out-of-fold scores
+    with_fold = infer(client, {"features": X, "fold": oof_model.event_folds(events)})
+    np.testing.assert_allclose(with_fold, applied, atol=0)
+    for each in (client, grpc_client):
+        np.testing.assert_allclose(infer(each, {"features": X, **ids}), with_fold, atol=0)
+    # any integer datatype that holds the values: the same folds
+    wide = {n: v.astype(np.int64) for n, v in ids.items()}
+    np.testing.assert_allclose(infer(grpc_client, {"features": X, **wide}), with_fold, atol=0)
+    # raw event columns plus the identifiers
+    raw = {"MET_pt": events["MET_pt"], "nJet": events["nJet"]}
+    np.testing.assert_allclose(infer(client, {**raw, **ids}), applied, atol=1e-7)
+    np.testing.assert_allclose(infer(grpc_client, {**raw, **ids}), applied, atol=1e-7)
+
+
+def test_identifiers_that_cannot_say_the_folds_are_400(
+    client: triton.InferenceServerClient,
+    grpc_client: tgrpc.InferenceServerClient,
+    events: dict[str, np.ndarray],
+) -> None:
+    n = 4
+    X = np.zeros((n, len(FEATURES)), np.float32)
+    ids = {k: events[k][:n] for k in IDS}
+    fold = np.zeros(n, np.int64)
+    for tensors, match in (
+        ({"run": ids["run"]}, r"not \['luminosityBlock', 'event'\]"),
+        ({**ids, "fold": fold}, "send one of them"),
+        ({**ids, "event": ids["event"].astype(np.float64)}, "1-D integer tensor"),
+        ({**ids, "run": ids["run"][:2]}, "one length"),
+        ({**ids, "run": ids["run"].reshape(2, 2)}, r"UINT32 \[2, 2\]"),
+    ):
+        with pytest.raises(InferenceServerException, match=match) as info:
+            infer(client, {"features": X, **tensors})
+        assert info.value.status() == "400"
+    with pytest.raises(InferenceServerException, match="3 rows, the features 4"):
+        infer(client, {"features": X, **{k: v[:3] for k, v in ids.items()}})
+    with pytest.raises(InferenceServerException, match="not k-folded") as info:
+        infer(grpc_client, {"features": X, **ids}, model=PLAIN)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException, match="not k-folded"):
+        infer(client, {"features": X, **ids}, model=PLAIN)

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from mlaas4hep.spec import TuneSpec, load_spec, validate_spec
 from mlaas4hep.train.tune import local_workers
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "jobs"))
-from jobs_helpers import fake_settings, pipeline_doc, submit_as  # noqa: E402
+from jobs_helpers import fake_settings, pipeline_doc, submit_as
 
 JOBS = "/api/v1/jobs"
 
@@ -116,7 +115,7 @@ def test_reweightings_are_bounded_in_number_and_in_total_bins() -> None:
         within(20, lambda: validate_spec(doc(preprocess={"reweight": many})))
     classes = [f"c{i}" for i in range(300)]  # one 100000-bin histogram per class
     raw = doc(preprocess={"classes": classes, "label": "0", "reweight": [{"variables": big}]})
-    with pytest.raises(SpecError, match="30000000 histogram bins in all.*limit is 1000000"):
+    with pytest.raises(SpecError, match=r"30000000 histogram bins in all.*limit is 1000000"):
         checked(raw)
     with pytest.raises(SpecError, match="at least 1 item"):
         validate_spec(doc(preprocess={"reweight": [{"variables": big, "classes": []}]}))
@@ -183,7 +182,7 @@ data:
     - {name: bkg, files: [/x.root], label: 0, cuts: [*b, *b, *b, *b, *b, *b, *b, *b]}
 preprocess: {features: {scalars: [MET_pt]}}
 """
-    with pytest.raises(SpecError, match="(?i)alias|anchor"):
+    with pytest.raises(SpecError, match=r"(?i)alias|anchor"):
         load_spec(text)
 
 
@@ -315,8 +314,9 @@ HOSTILE: dict[str, Callable[[Path], None]] = {
     "tune/ a link to another directory": tune_dir_linked,
     "nested 100000 deep": lambda r: trials(r, '{"trials":' + "[" * 100_000 + "]" * 100_000 + "}"),
     "NaN value": lambda r: trials(r, '{"trials":[' + json.dumps(GOOD)[:-1] + ',"value":NaN}]}'),
-    "a 400-digit value": lambda r: trials(r, '{"trials":[{"state":"complete","value":1' + "0" * 400
-                                          + ',"params":{"train.lr":0.01}}]}'),  # fmt: skip
+    "a 400-digit value": lambda r: trials(
+        r, '{"trials":[{"state":"complete","value":1' + "0" * 400 + ',"params":{"train.lr":0.01}}]}'
+    ),
     "an epoch of 31 digits": rows({**GOOD, "intermediate": {str(10**30): 0.5}}),
     "an epoch past train.epochs": rows({**GOOD, "intermediate": {"6": 0.5}}),
     "an epoch of Unicode digits": rows({**GOOD, "intermediate": {"²": 0.5}}),
@@ -384,7 +384,8 @@ def test_the_job_page_bounds_a_hostile_trials_table(tmp_path: Path) -> None:
     assert len(view.paths) == MAX_COLUMNS
     assert len(view.metric) <= 40
     html = environment().get_template("_tune.html").render(tune=view, job=done)
-    assert "<img" not in html and "<script>" not in html
+    assert "<img" not in html
+    assert "<script>" not in html
     assert html.count("<td><code>") == 4 * MAX_COLUMNS  # 4 x 64 cells, not 4 x 20000
 
 
@@ -395,10 +396,12 @@ API_ATTACKS = {
         preprocess={"reweight": [{"variables": [axis(n=10, lo=-1e308, hi=1e308)]}]}
     ),
     "reweight every class of many": doc(
-        preprocess={"classes": [f"c{i}" for i in range(300)], "label": "0",
-                    "reweight": [{"variables": [axis(n=10_000, lo=0, hi=1),
-                                                axis(n=10, lo=0, hi=1)]}]}
-    ),  # fmt: skip
+        preprocess={
+            "classes": [f"c{i}" for i in range(300)],
+            "label": "0",
+            "reweight": [{"variables": [axis(n=10_000, lo=0, hi=1), axis(n=10, lo=0, hi=1)]}],
+        }
+    ),
     "reweight target of another user": doc(
         preprocess={"reweight": [{"variables": [axis(n=4, lo=0, hi=1)], "target": "bob-ttbar"}]}
     ),
@@ -406,9 +409,11 @@ API_ATTACKS = {
         tune={"space": {"deploy.name": {"type": "categorical", "choices": ["bobs-model"]}}}
     ),
     "tune study storage": doc(
-        tune={"space": {"train.lr": {"type": "float", "low": 1e-4, "high": 0.1}},
-              "storage": "sqlite:////srv/mlaas/jobs.db"}
-    ),  # fmt: skip
+        tune={
+            "space": {"train.lr": {"type": "float", "low": 1e-4, "high": 0.1}},
+            "storage": "sqlite:////srv/mlaas/jobs.db",
+        }
+    ),
     "dataset define injection": dataset(define={"x": "__import__('os').system('id')"}),
 }
 

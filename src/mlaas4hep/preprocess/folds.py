@@ -2,7 +2,9 @@
 
 Training (``train/folds.py``), applying (``apply/model.py``) and the clients that feed the
 served model's ``fold`` input all take an event's fold from here: ``assign_fold`` of the
-spec's ``data.identifiers`` with the split's seed (``preprocess.split.seed``).
+spec's ``data.identifiers`` with the split's seed (``preprocess.split.seed``). The hash
+itself is ``mlaas4hep.eventhash``'s, which the inference service also calls when a request
+carries the identifiers instead of ``fold`` (serve/folds.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlaas4hep.errors import SpecError
-from mlaas4hep.preprocess.split import assign_fold
+from mlaas4hep.eventhash import assign_fold
 from mlaas4hep.spec import PipelineSpec
 
 

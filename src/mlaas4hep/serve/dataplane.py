@@ -31,7 +31,13 @@ from mlaas4hep.errors import (
 from mlaas4hep.serve.bundle_export import BundleArchive, open_bundle
 from mlaas4hep.serve.codec import Array, InferRequest, decode_request, encode_response
 from mlaas4hep.serve.errors import InvalidInput, Overloaded
-from mlaas4hep.serve.folds import fold_metadata, raw_scorer, take_fold, with_fold
+from mlaas4hep.serve.folds import (
+    fold_identifiers,
+    fold_metadata,
+    raw_scorer,
+    request_fold,
+    with_fold,
+)
 from mlaas4hep.serve.manager import LoadedVersion, ModelManager
 from mlaas4hep.serve.metadata import TensorSpec
 from mlaas4hep.serve.metrics import InferenceMetrics
@@ -142,7 +148,7 @@ class DataPlane:
                 "metrics": dict(meta.metrics),
                 "created": meta.created,
                 "aliases": self.manager.aliases(name).of_version(loaded.version),
-                **fold_metadata(meta.folds),
+                **fold_metadata(meta.folds, fold_identifiers(meta)),
                 **_raw_metadata(loaded),
             },
         }
@@ -238,8 +244,9 @@ class DataPlane:
     ) -> tuple[list[tuple[str, Array, bool]], int, float, float]:
         """Score a decoded request: (selected outputs, rows, when inputs were checked,
         when the model had run)."""
-        folds = loaded.metadata.folds  # a k-folded model's optional fold input: serve/folds.py
-        request, fold = take_fold(loaded.name, folds, request)
+        # a k-folded model's optional fold input, or the identifiers: serve/folds.py
+        folds, branches = loaded.metadata.folds, [r.name for r in loaded.raw.inputs]
+        request, fold = request_fold(loaded.name, loaded.metadata, request, branches)
         if _is_raw(loaded, request):  # raw event columns (serve/raw.py): no batcher
             computed = time.perf_counter()
             outputs = await self._score_raw(loaded, request, fold)
