@@ -433,6 +433,11 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The most hidden layers of one network (``hidden``, ``phi``, ``rho``): far beyond any
+#: useful depth, and a 200,000-layer list would otherwise be built and trained.
+MAX_LAYERS = 64
+
+
 class ModelSpec(_Strict):
     """The model: ``kind`` picks the engine; each kind accepts only its own options.
 
@@ -442,7 +447,9 @@ class ModelSpec(_Strict):
 
     kind: Literal["mlp", "xgboost", "sgd", "python", "deepsets", "transformer"] = "mlp"
     # mlp
-    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(default_factory=lambda: [64, 32])
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [64, 32], max_length=MAX_LAYERS, description="layer widths"
+    )
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu", "leaky_relu"] = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
@@ -464,10 +471,14 @@ class ModelSpec(_Strict):
     framework: Literal["torch", "keras"] = "torch"
     # deepsets, transformer (set-based models over preprocess.features.objects)
     phi: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
-        default_factory=lambda: [64, 64], description="per-object network widths (deepsets)"
+        default_factory=lambda: [64, 64],
+        max_length=MAX_LAYERS,
+        description="per-object network widths (deepsets)",
     )
     rho: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
-        default_factory=lambda: [64, 32], description="widths after pooling (+ the scalars)"
+        default_factory=lambda: [64, 32],
+        max_length=MAX_LAYERS,
+        description="widths after pooling (+ the scalars)",
     )
     pooling: Literal["mean", "sum", "max"] = Field(
         default="sum", description="over the present objects (masks exclude the padded ones)"

@@ -163,3 +163,15 @@ def test_cuts_accept_strings_and_named_cuts() -> None:
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_valid(path: Path) -> None:
     assert isinstance(load_spec(path), PipelineSpec)
+
+
+@pytest.mark.parametrize("field", ["hidden", "phi", "rho"])
+def test_network_depth_is_bounded(field: str) -> None:
+    # A 200,000-layer list was accepted (red team): now at most MAX_LAYERS, with the field named.
+    from mlaas4hep.spec import MAX_LAYERS, ModelSpec
+
+    kind = "mlp" if field == "hidden" else "deepsets"
+    ok = ModelSpec(**{"kind": kind, field: [8] * MAX_LAYERS})
+    assert len(getattr(ok, field)) == MAX_LAYERS
+    with pytest.raises(ValueError, match=field):
+        ModelSpec(**{"kind": kind, field: [8] * (MAX_LAYERS + 1)})
