@@ -181,6 +181,7 @@ def test_identifiers_give_the_out_of_fold_scores_over_http_and_grpc(
     applied = oof_model.predict(events)  # `mlaas4hep apply`'s out-of-fold scores
     with_fold = infer(client, {"features": X, "fold": oof_model.event_folds(events)})
     np.testing.assert_allclose(with_fold, applied, atol=0)
+    assert not np.allclose(with_fold, infer(client, {"features": X}))  # not the mean
     for each in (client, grpc_client):
         np.testing.assert_allclose(infer(each, {"features": X, **ids}), with_fold, atol=0)
     # any integer datatype that holds the values: the same folds

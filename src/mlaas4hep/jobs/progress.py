@@ -129,7 +129,9 @@ def merge(previous: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, 
         merged["metrics"] = metrics
     if update.get("phase") == "validate" and isinstance(update.get("epoch"), int):
         # The end of an epoch: its metrics join the history (the live per-epoch charts).
-        point = {"epoch": update["epoch"], **update.get("metrics", {})}
+        # Only the metric names kept above: a job cannot grow each epoch by new names.
+        kept = {k: v for k, v in update.get("metrics", {}).items() if k in metrics}
+        point = {"epoch": update["epoch"], **kept}
         earlier = [h for h in merged.get("history", []) if h.get("epoch") != point["epoch"]]
         merged["history"] = [*earlier, point][-MAX_HISTORY:]
     return merged

@@ -11,6 +11,7 @@ the submit form's "clone and edit".
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,11 @@ from mlaas4hep.jobs.service import JobService
 
 MAX_COMPARED = 10
 CURVES = "plots/curves.json"
+#: Bounds on what a run's curves bring to a page (``curves.json`` is the job's: hostile).
+MAX_CURVES = 32
+MAX_POINTS = 1001
+_MAX_LABEL = 64
+_MAX_EPOCH_KEYS = 32
 
 
 @dataclass(frozen=True)
@@ -74,17 +80,86 @@ def _rows(dicts: Sequence[dict[str, Any]]) -> list[Row]:
 
 def curves_of(service: JobService, run: Run) -> dict[str, Any]:
     """The run's ``curves.json`` (empty lists when it has none); the history falls back
-    to ``metrics.json``, so a run trained before curves were written still shows it."""
+    to ``metrics.json``, so a run trained before curves were written still shows it.
+
+    The job wrote both files: only what :func:`clean_curves` keeps reaches a page."""
     doc = read_artifact_json(service, run.job, CURVES) if run.metrics else {}
-    out = {key: _list(doc.get(key)) for key in ("roc", "scores", "history")}
+    out = clean_curves(doc)
     if not out["history"] and run.metrics:
         metrics = read_artifact_json(service, run.job, "metrics.json")
-        out["history"] = _list(metrics.get("history"))
+        out["history"] = clean_curves({"history": metrics.get("history")})["history"]
     return out
 
 
-def _list(value: Any) -> list[Any]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+def clean_curves(doc: Any) -> dict[str, list[dict[str, Any]]]:
+    """The well-formed part of a ``curves.json`` document (:mod:`mlaas4hep.train.curves`):
+    at most ``MAX_CURVES`` ROC and score curves of at most ``MAX_POINTS`` numbers (or
+    nulls) each, labels cut to ``_MAX_LABEL`` printable characters, at most
+    ``MAX_POINTS`` epochs of at most ``_MAX_EPOCH_KEYS`` finite numbers. Anything else
+    (wrong types, unequal lengths, giant arrays, control characters) is dropped."""
+    doc = doc if isinstance(doc, dict) else {}
+    roc = [_roc(c) for c in _dicts(doc.get("roc"), MAX_CURVES)]
+    scores = [_score(c) for c in _dicts(doc.get("scores"), MAX_CURVES)]
+    history = [_epoch(h) for h in _dicts(doc.get("history"), MAX_POINTS)]
+    return {
+        "roc": [c for c in roc if c is not None],
+        "scores": [c for c in scores if c is not None],
+        "history": [h for h in history if h is not None],
+    }
+
+
+def _dicts(value: Any, limit: int) -> list[dict[str, Any]]:
+    return [v for v in value[:limit] if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _roc(c: dict[str, Any]) -> dict[str, Any] | None:
+    eff_s, eff_b = _numbers(c.get("eff_s")), _numbers(c.get("eff_b"))
+    if eff_s is None or eff_b is None or len(eff_s) != len(eff_b):
+        return None
+    return {**_labels(c, ("class", "split")), "auc": _number(c.get("auc")), "eff_s": eff_s,
+            "eff_b": eff_b}  # fmt: skip
+
+
+def _score(c: dict[str, Any]) -> dict[str, Any] | None:
+    edges, density = _numbers(c.get("edges")), _numbers(c.get("density"))
+    if edges is None or density is None or len(edges) != len(density) + 1:
+        return None
+    return {**_labels(c, ("class", "split", "score_of")), "edges": edges, "density": density}
+
+
+def _epoch(h: dict[str, Any]) -> dict[str, float] | None:
+    epoch = _number(h.get("epoch"))  # curves.json writes it as a float (1.0)
+    if epoch is None or not epoch.is_integer() or not 0 <= epoch < 1e9:
+        return None
+    out: dict[str, float] = {"epoch": int(epoch)}
+    for key, value in list(h.items())[: _MAX_EPOCH_KEYS * 4]:
+        number = _number(value)
+        if number is None or key == "epoch" or not key or _label(key) != key:
+            continue
+        if len(out) <= _MAX_EPOCH_KEYS:
+            out[key] = number
+    return out
+
+
+def _labels(c: dict[str, Any], keys: Sequence[str]) -> dict[str, str]:
+    return {k: _label(c.get(k)) for k in keys}
+
+
+def _label(value: Any) -> str:
+    text = value if isinstance(value, str) else ""
+    return "".join(ch for ch in text[:_MAX_LABEL] if ch.isprintable())
+
+
+def _numbers(value: Any) -> list[float | None] | None:
+    if not isinstance(value, list) or len(value) > MAX_POINTS:
+        return None
+    return [_number(v) for v in value]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def editable_spec(service: JobService, owner: str, run: Run) -> str:

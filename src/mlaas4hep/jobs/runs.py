@@ -18,6 +18,7 @@ import math
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,9 +34,15 @@ MAX_RUN_NAME = 128
 MAX_TAG_VALUE = 256
 #: How many of the newest jobs a runs listing considers (filters apply within them).
 MAX_RUNS = 500
-_TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
+#: Unicode categories refused in names and tags: controls (C0, C1), format characters
+#: (bidi overrides that reverse how a name reads, zero-width), line/paragraph separators,
+#: surrogates and private use.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
 _MAX_ARTIFACT_JSON = 4 * 1024 * 1024
+#: A run's scalar test metrics kept (``metrics.json`` is the job's: hostile), by name.
+MAX_METRICS = 64
+_MAX_METRIC_NAME = 64
 #: The parameters a runs table shows as columns, when a run has them.
 KEY_PARAMS = (
     "model.kind",
@@ -69,7 +76,7 @@ def check_labels(
         raise SpecError(msg)
     out: dict[str, str] = {}
     for key, value in pairs:
-        if not _TAG_KEY.match(key):
+        if not _TAG_KEY.fullmatch(key):
             msg = (
                 f"tag key {key!r}: use 1 to 64 letters, digits and _ . : / -, starting with "
                 "a letter or digit (e.g. --tag sample=ttbar)"
@@ -98,8 +105,12 @@ def _check_text(value: str, what: str, limit: int) -> None:
     if len(value) > limit:
         msg = f"{what} has {len(value)} characters; at most {limit}"
         raise SpecError(msg)
-    if _CONTROL.search(value):
-        msg = f"{what} {value!r} contains control characters; use plain text"
+    bad = next((c for c in value if unicodedata.category(c) in _REFUSED_CATEGORIES), None)
+    if bad is not None:
+        msg = (
+            f"{what} {value!r} contains control characters (U+{ord(bad):04X} "
+            f"{unicodedata.name(bad, 'unnamed')}); use plain text"
+        )
         raise SpecError(msg)
 
 
@@ -139,12 +150,21 @@ def run_of(service: JobService, job: JobRecord) -> Run:
         spec = {}
     metrics = read_artifact_json(service, job, "metrics.json") if _done(job) else {}
     test = metrics.get("test")
-    scalars = {
-        k: float(v)
-        for k, v in (test.items() if isinstance(test, dict) else ())
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }
-    return Run(job, flatten(spec) if isinstance(spec, dict) else {}, scalars)
+    return Run(job, flatten(spec) if isinstance(spec, dict) else {}, scalar_metrics(test))
+
+
+def scalar_metrics(test: Any) -> dict[str, float]:
+    """The finite numbers of a ``metrics.json`` ``test`` object, at most ``MAX_METRICS``
+    of them, each named by 1 to 64 printable characters (others are dropped: the job
+    wrote the file)."""
+    out: dict[str, float] = {}
+    for k, v in test.items() if isinstance(test, dict) else ():
+        if len(out) == MAX_METRICS:
+            break
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            if 0 < len(k) <= _MAX_METRIC_NAME and k.isprintable():
+                out[k] = float(v)
+    return out
 
 
 def _done(job: JobRecord) -> bool:

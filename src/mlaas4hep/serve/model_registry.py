@@ -16,11 +16,15 @@ from typing import Any
 
 from mlaas4hep.artifact import FEATURES_FILE, read_features
 from mlaas4hep.auth.principal import Principal
-from mlaas4hep.errors import Mlaas4hepError, NotFound
+from mlaas4hep.errors import Mlaas4hepError, NotFound, SpecError
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.metadata import read_metadata
 from mlaas4hep.serve.registry import AliasTable, check_alias
 from mlaas4hep.serve.repository import ModelRepository, VersionPolicy, check_model_name
+
+#: Versions a serving policy may load at once (aliased versions are counted apart,
+#: bounded by ``registry.MAX_ALIASES``).
+MAX_POLICY_VERSIONS = 16
 
 
 @dataclass(frozen=True)
@@ -121,9 +125,11 @@ class ModelRegistry:
         ``versions:1,3``) and apply it now; return the versions loaded after."""
         self._plane.check(principal, "modify", check_model_name(name))
         policy = VersionPolicy.parse(text)
-        if not await asyncio.to_thread(self._repo.versions, name):
+        on_disk = await asyncio.to_thread(self._repo.versions, name)
+        if not on_disk:
             msg = f"model {name!r} is not in the repository"
             raise NotFound(msg)
+        check_policy(name, policy, on_disk)
         await asyncio.to_thread(self._repo.set_policy, name, policy)
         await self._plane.manager.sync(name)
         loaded = self._plane.manager.served_versions(name)
@@ -136,6 +142,28 @@ class ModelRegistry:
         self._plane.check(principal, "read", check_model_name(name))
         loaded = self._plane.manager.get(name)
         return bundle_defaults(self._repo.root / name / str(loaded.version))
+
+
+def check_policy(name: str, policy: VersionPolicy, on_disk: list[int]) -> None:
+    """Refuse a policy that would serve none of *on_disk* (everything unloaded) or more
+    than ``MAX_POLICY_VERSIONS`` versions (each loaded version holds its session in
+    memory); SpecError saying what to set instead."""
+    chosen = policy.select(on_disk)
+    wants = len(policy.specific) if policy.specific else policy.latest or len(chosen)
+    if max(wants, len(chosen)) > MAX_POLICY_VERSIONS:
+        msg = (
+            f"serving policy {policy.describe()!r} loads {max(wants, len(chosen))} versions of "
+            f"model {name!r}; at most {MAX_POLICY_VERSIONS} are served at once: use "
+            f"'latest:{MAX_POLICY_VERSIONS}' or fewer, or 'versions:' with the ones you need"
+        )
+        raise SpecError(msg)
+    if not chosen:
+        msg = (
+            f"serving policy {policy.describe()!r} names none of the versions of model "
+            f"{name!r} ({', '.join(map(str, on_disk))}): it would unload them all; name "
+            "versions that exist, or 'latest'"
+        )
+        raise SpecError(msg)
 
 
 def bundle_defaults(version_dir: Path) -> FeatureDefaults | None:

@@ -45,6 +45,9 @@ RESERVED_ALIASES = ("latest",)
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _MAX_RECORD = 256 << 10
 _MAX_HISTORY = 50
+#: Aliases per model: each pins its version in memory, whatever the serving policy.
+MAX_ALIASES = 16
+_MAX_VERSION_DIGITS = 9
 
 
 def check_alias(alias: str) -> str:
@@ -57,6 +60,18 @@ def check_alias(alias: str) -> str:
         )
         raise SpecError(msg)
     return alias
+
+
+def parse_version(text: str) -> int:
+    """A version number written in ASCII digits (``"3"``), else SpecError saying so."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_VERSION_DIGITS:
+        msg = f"version {text[:40]!r} is not a version number; give a positive integer, e.g. 3"
+        raise SpecError(msg)
+    if int(text) < 1:
+        msg = f"version {text!r}: versions start at 1"
+        raise SpecError(msg)
+    return int(text)
 
 
 def split_ref(name: str, version: str | None) -> tuple[str, str | None]:
@@ -94,6 +109,12 @@ class AliasTable:
         """The table with *alias* -> *version* (the old target goes to the history)."""
         aliases, history = dict(self.aliases), dict(self.history)
         old = aliases.get(alias)
+        if old is None and len(aliases) >= MAX_ALIASES:
+            msg = (
+                f"the model has {len(aliases)} aliases, the most it may have; remove one "
+                f"(DELETE /v2/repository/models/NAME/aliases/ALIAS) before adding {alias!r}"
+            )
+            raise SpecError(msg)
         if old is not None and old != version:
             history[alias] = (*history.get(alias, ()), old)[-_MAX_HISTORY:]
         aliases[alias] = version

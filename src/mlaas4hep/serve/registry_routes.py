@@ -22,12 +22,13 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.documents import load_json
-from mlaas4hep.errors import DocumentError
+from mlaas4hep.errors import DocumentError, SpecError
 from mlaas4hep.serve import openapi
 from mlaas4hep.serve.dataplane import DataPlane
 from mlaas4hep.serve.errors import InvalidInput
 from mlaas4hep.serve.http import ErrorRoute, PrincipalDependency, json_response, read_body
 from mlaas4hep.serve.model_registry import ModelRegistry
+from mlaas4hep.serve.registry import parse_version
 
 _MAX_BODY = 4096
 _PREFIX = "/v2/repository/models/{name}"
@@ -46,11 +47,14 @@ def add_registry_routes(
     async def promote(
         request: Request, name: str, alias: str, user: Principal = caller
     ) -> Response:
-        version = (await _body(request)).get("version")
-        if isinstance(version, str) and version.isdigit():
-            version = int(version)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            msg = f'send {{"version": N}} with a positive version number, got {version!r}'
+        sent = (await _body(request)).get("version")
+        text = str(sent) if isinstance(sent, int) and not isinstance(sent, bool) else sent
+        try:
+            version = parse_version(text) if isinstance(text, str) else None
+        except SpecError:
+            version = None
+        if version is None:
+            msg = f'send {{"version": N}} with a positive version number, got {sent!r}'
             raise InvalidInput(msg)
         return json_response(await registry.promote(user, name, version, alias))
 

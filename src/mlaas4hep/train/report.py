@@ -79,7 +79,7 @@ def evaluate_run(
     started = time.monotonic()
     out.plots = _plots(directory, info, history, train, test, out.sections, model_importances)
     # The same curves as points, for the web UI's interactive charts (train/curves.py).
-    write_curves(directory / CURVES_FILE, history, train, test, info.class_names)
+    write_curves(directory / CURVES_FILE, history, train, test, info.class_names, out.sections)
     seconds["plots"] = time.monotonic() - started
     out.sections["plots"] = [p.name for p in out.plots]
     out.sections["evaluation_seconds"] = {k: round(v, 3) for k, v in seconds.items()}

@@ -22,7 +22,7 @@ from mlaas4hep.api.ui.model_page import registry_of, render_model
 from mlaas4hep.api.ui.session import UI_PREFIX, check_csrf
 from mlaas4hep.auth.principal import Principal
 from mlaas4hep.errors import Mlaas4hepError, PermissionDenied, SpecError
-from mlaas4hep.serve.registry import check_alias
+from mlaas4hep.serve.registry import check_alias, parse_version
 
 
 def add_registry_ui_routes(router: APIRouter, ctx: UiContext, caller_of: Any) -> None:
@@ -94,10 +94,11 @@ def _target(view: dict[str, Any], action: str, alias: str, version: str) -> int:
             )
             raise SpecError(msg)
         return int(history[-1])
-    if not version.isdigit() or int(version) < 1:
-        msg = f"choose the version to promote (a positive number), got {version!r}"
-        raise SpecError(msg)
-    return int(version)
+    try:
+        return parse_version(version)
+    except SpecError as exc:
+        msg = f"choose the version to promote (a positive number): {exc}"
+        raise SpecError(msg) from None
 
 
 async def _form(request: Request) -> FormData:
