@@ -10,6 +10,7 @@ the submit form's "clone and edit".
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -29,6 +30,9 @@ CURVES = "plots/curves.json"
 MAX_CURVES = 32
 MAX_POINTS = 1001
 _MAX_LABEL = 64
+MAX_CLASSES = 32
+MAX_CELLS = 100
+MAX_FEATURES = 100
 _MAX_EPOCH_KEYS = 32
 
 
@@ -78,13 +82,16 @@ def _rows(dicts: Sequence[dict[str, Any]]) -> list[Row]:
     return rows
 
 
-def curves_of(service: JobService, run: Run) -> dict[str, Any]:
+def curves_of(service: JobService, run: Run, *, charts: bool = False) -> dict[str, Any]:
     """The run's ``curves.json`` (empty lists when it has none); the history falls back
     to ``metrics.json``, so a run trained before curves were written still shows it.
+    *charts*: with the confusion matrix, regression and importance too (the job page).
 
     The job wrote both files: only what :func:`clean_curves` keeps reaches a page."""
     doc = read_artifact_json(service, run.job, CURVES) if run.metrics else {}
-    out = clean_curves(doc)
+    out: dict[str, Any] = clean_curves(doc)
+    if charts:
+        out |= clean_charts(doc)
     if not out["history"] and run.metrics:
         metrics = read_artifact_json(service, run.job, "metrics.json")
         out["history"] = clean_curves({"history": metrics.get("history")})["history"]
@@ -106,6 +113,69 @@ def clean_curves(doc: Any) -> dict[str, list[dict[str, Any]]]:
         "scores": [c for c in scores if c is not None],
         "history": [h for h in history if h is not None],
     }
+
+
+def clean_charts(doc: Any) -> dict[str, dict[str, Any]]:
+    """The well-formed ``confusion``, ``regression`` and ``importance`` of a ``curves.json``
+    document: at most ``MAX_CLASSES`` classes, ``MAX_CELLS`` x ``MAX_CELLS`` bins,
+    ``MAX_CURVES`` response bins and ``MAX_FEATURES`` features; a section that is not
+    well formed is left out whole."""
+    doc = doc if isinstance(doc, dict) else {}
+    made = {"confusion": _confusion(doc.get("confusion")),
+            "regression": _regression(doc.get("regression")),
+            "importance": _importance(doc.get("importance"))}  # fmt: skip
+    return {k: v for k, v in made.items() if v is not None}
+
+
+def _confusion(c: Any) -> dict[str, Any] | None:
+    classes = c.get("classes") if isinstance(c, dict) else None
+    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES:
+        return None
+    out: dict[str, Any] = {"classes": [_label(n) for n in classes]}
+    for key in ("fraction", "weight", "events"):
+        out[key] = _matrix(c.get(key), len(classes), len(classes))
+        if out[key] is None:
+            return None
+    return out
+
+
+def _regression(r: Any) -> dict[str, Any] | None:
+    given = _numbers(r.get("edges")) if isinstance(r, dict) else None
+    edges = [e for e in given or [] if e is not None]
+    if given is None or len(edges) != len(given) or not 3 <= len(edges) <= MAX_CELLS + 1:
+        return None
+    if any(b <= a for a, b in itertools.pairwise(edges)):
+        return None
+    counts = _matrix(r.get("counts"), len(edges) - 1, len(edges) - 1)
+    keys = ("low", "high", "n_events", "response", "resolution")
+    bins = [{k: _number(b.get(k)) for k in keys} for b in _dicts(r.get("bins"), MAX_CURVES)]
+    if counts is None:
+        return None
+    return {"definition": _label(r.get("definition")), "edges": edges, "counts": counts,
+            "bins": bins}  # fmt: skip
+
+
+def _importance(i: Any) -> dict[str, Any] | None:
+    if not isinstance(i, dict) or not isinstance(i.get("features"), list):
+        return None
+    rows = [
+        {"name": _label(f.get("name")), "importance": _number(f.get("importance")),
+         "std": _number(f.get("std"))}
+        for f in _dicts(i.get("features"), MAX_FEATURES)
+    ]  # fmt: skip
+    return {"metric": _label(i.get("metric")), "features": rows}
+
+
+def _matrix(value: Any, n_rows: int, n_columns: int) -> list[list[float | None]] | None:
+    if not isinstance(value, list) or len(value) != n_rows:
+        return None
+    rows = []
+    for row in value:
+        numbers = _numbers(row)
+        if numbers is None or len(numbers) != n_columns:
+            return None
+        rows.append(numbers)
+    return rows
 
 
 def _dicts(value: Any, limit: int) -> list[dict[str, Any]]:

@@ -112,8 +112,8 @@ def request_fold(
         raise InvalidInput(msg)
     columns = _identifier_columns(model, meta.fold_identifiers, request)
     folds = assign_fold(columns, folds=k, seed=seed)
-    rest = {k: v for k, v in request.inputs.items() if k not in sent}
-    types = {k: v for k, v in request.datatypes.items() if k not in sent}
+    rest = {name: v for name, v in request.inputs.items() if name not in sent}
+    types = {name: v for name, v in request.datatypes.items() if name not in sent}
     return replace(request, inputs=rest, datatypes=types), folds
 
 

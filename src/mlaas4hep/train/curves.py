@@ -139,9 +139,14 @@ def regression_map(test: ScoreAccumulator, report: Mapping[str, Any]) -> dict[st
     s, y, w = test.arrays()
     edges = regression_edges(s[:, 0], y)
     counts, _, _ = np.histogram2d(y, s[:, 0], bins=[edges, edges], weights=w)
-    keys = ("low", "high", "n_events", "response", "resolution")
-    bins = [{k: _round(float(b[k])) if b.get(k) is not None else None for k in keys}
-            for b in report.get("bins", [])]  # fmt: skip
+    keys = ("low", "high", "response", "resolution")
+    bins = [
+        {
+            "n_events": int(b["n_events"]),
+            **{k: _round(b[k]) if b[k] is not None else None for k in keys},
+        }
+        for b in report.get("bins", [])
+    ]
     return {
         "definition": str(report.get("definition", "")),
         "edges": _rounded(edges),

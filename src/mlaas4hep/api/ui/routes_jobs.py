@@ -91,7 +91,10 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
         spec = views.spec_yaml(record)
         deploy_name = _deploy_name(record.spec, record.name)
         job = Job.of(record)
-        curves = curves_of(service, run_of(service, record))
+        curves = curves_of(service, run_of(service, record), charts=True)
+        charts = {
+            k for k in ("roc", "scores", "confusion", "regression", "importance") if curves.get(k)
+        }
         if not curves["history"] and job.progress is not None:
             curves["history"] = job.progress.history  # while it runs: the epochs so far
         return pages.render(
@@ -101,8 +104,11 @@ def jobs_ui_router(ctx: UiContext, caller_dep: Callable[..., Principal]) -> APIR
             page="jobs",
             job=job,
             spec=spec,
-            curves=json_for_script({"names": [record.title], "curves": [curves], **curves}),
-            has_curves=bool(curves["roc"] or curves["scores"]),
+            curves=json_for_script(
+                {"names": [record.title], "curves": [curves], "history": curves["history"]}
+            ),
+            charts=charts,
+            has_curves=bool(charts),
             log=views.log_tail(service, record),
             results=views.job_results(service, record),
             deploy_name=deploy_name,
