@@ -54,7 +54,8 @@ def _succeeded(service: JobService, owner: str, files: dict[str, str | bytes]) -
     """A succeeded job of *owner* whose output holds *files* (as a hostile job left them)."""
     job, _ = submit_as(service, owner, {"name": "x"})
     claimed = service.store.claim("w", lease_s=3600)
-    assert claimed is not None and claimed.id == job.id
+    assert claimed is not None
+    assert claimed.id == job.id
     out = job_paths(service.settings.data_dir, job.id).committed(1)
     (out / "plots").mkdir(parents=True)
     for name, content in files.items():
@@ -123,7 +124,8 @@ def test_hostile_curves_are_cleaned_before_any_page(service: JobService) -> None
     assert len(curves["roc"]) == MAX_CURVES - 3  # the first MAX_CURVES, 3 malformed
     first = curves["roc"][0]
     assert first["split"] == "testx"  # control characters dropped
-    assert first["auc"] is None and first["eff_b"] == [1.0, None, 0.01]
+    assert first["auc"] is None
+    assert first["eff_b"] == [1.0, None, 0.01]
     assert [c["class"] for c in curves["roc"][1:3]] == ["c0", "c1"]  # bad ones dropped
     assert curves["scores"] == []
     assert [h["epoch"] for h in curves["history"]] == [1, 2]
@@ -131,7 +133,9 @@ def test_hostile_curves_are_cleaned_before_any_page(service: JobService) -> None
     assert len(curves["history"][1]) <= 33
     # Embedded in the page's <script type="application/json">: nothing closes the element
     embedded = str(json_for_script({"names": ["</script><!--"], "curves": [curves]}))
-    assert "<" not in embedded and ">" not in embedded and "&" not in embedded
+    assert "<" not in embedded
+    assert ">" not in embedded
+    assert "&" not in embedded
     assert json.loads(embedded)["names"] == ["</script><!--"]
     assert len(embedded) < 200_000
 
@@ -274,12 +278,14 @@ def test_registry_routes_answer_hostile_values_with_4xx(
             seen.append(r.text)
             assert r.status_code in (404, 422), (alias, r.status_code, r.text)
         r = alice.put(f"{base}/aliases/production", json={"version": 7})
-        assert r.status_code == 404 and "no version 7" in r.json()["error"]
+        assert r.status_code == 404
+        assert "no version 7" in r.json()["error"]
         r = alice.post(f"{base}/aliases/production/rollback")  # no such alias yet
         assert r.status_code == 404, r.text
         assert alice.put(f"{base}/aliases/production", json={"version": 1}).status_code == 200
         r = alice.post(f"{base}/aliases/production/rollback")  # no earlier version
-        assert r.status_code == 422 and "no earlier version" in r.json()["error"], r.text
+        assert r.status_code == 422, r.text
+        assert "no earlier version" in r.json()["error"]
         for policy in ("versions:999", f"latest:{MAX_POLICY_VERSIONS + 1}"):
             r = alice.put(f"{base}/policy", json={"policy": policy})
             seen.append(r.text)
@@ -288,7 +294,20 @@ def test_registry_routes_answer_hostile_values_with_4xx(
         assert view["aliases"] == {"production": 1}
         assert view["policy"] == "latest"
         r = alice.post(f"/v2/models/{alices_versions}@production/infer", json=_infer())
-        assert r.status_code == 200 and r.json()["model_version"] == "1", r.text
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == "1"
+        for ref in ("@", "@staging", "@..%2F..%2Fbob", "@production@x", "@" + "p" * 300):
+            r = alice.post(f"/v2/models/{alices_versions}{ref}/infer", json=_infer())
+            seen.append(r.text)
+            assert 400 <= r.status_code < 500, (ref, r.status_code, r.text)
+            r = alice.post("/json", json={"model": alices_versions + ref, "values": [1] * 4})
+            seen.append(r.text)
+            assert 400 <= r.status_code < 500, (ref, r.status_code, r.text)
+    with secserver.client("bob") as bob:  # an alias is no way around the owner check
+        r = bob.post(f"/v2/models/{alices_versions}@production/infer", json=_infer())
+        assert r.status_code == 403, r.text
+        r = bob.put(f"{base}/aliases/production", json={"version": 2})
+        assert r.status_code == 403, r.text
     assert_no_leak(secserver, *seen)
     assert secserver.healthy()
 
@@ -318,6 +337,20 @@ def test_registry_forms_need_the_csrf_token_and_refuse_odd_versions(
             r = alice.post(f"{page}/promote", data=data)
             assert r.status_code == 422, (version, r.status_code, r.text[:300])
             assert "choose the version to promote" in r.text
+        events = {
+            "too big": "[" + "1," * 200_000 + "1]",
+            "too deep": "[" * 500 + "]" * 500,
+            "NaN": "[NaN, 1, 2, 3]",
+            "infinite": "[1e999, 1, 2, 3]",
+            "wrong length": "[1, 2, 3]",
+            "not numbers": '["1", true, null, {}]',
+            "unknown feature": '{"</b><script>x</script>": 1}',
+        }
+        for what, event in events.items():
+            data = {"event": event, "value": ["0"] * 4, "csrf_token": CSRF}
+            r = alice.post(f"{page}/predict", data=data)
+            assert r.status_code == 422, (what, r.status_code, r.text[:300])
+            assert "<script>x</script>" not in r.text
         registry = alice.get(f"/v2/repository/models/{alices_versions}/registry").json()
         assert "staging" not in registry["aliases"]
         assert registry["policy"] == "latest"

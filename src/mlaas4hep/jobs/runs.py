@@ -161,9 +161,9 @@ def scalar_metrics(test: Any) -> dict[str, float]:
     for k, v in test.items() if isinstance(test, dict) else ():
         if len(out) == MAX_METRICS:
             break
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            if 0 < len(k) <= _MAX_METRIC_NAME and k.isprintable():
-                out[k] = float(v)
+        number = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if number and 0 < len(k) <= _MAX_METRIC_NAME and k.isprintable():
+            out[k] = float(v)
     return out
 
 

@@ -80,6 +80,9 @@ def split_ref(name: str, version: str | None) -> tuple[str, str | None]:
     base, sep, alias = name.partition(ALIAS_SEPARATOR)
     if not sep:
         return name, version
+    if not alias:  # "NAME@" from an unset variable must not serve the default version
+        msg = f"{name!r} names no alias after '@'; write NAME@ALIAS, e.g. m@production"
+        raise SpecError(msg)
     if version not in (None, "", alias):
         msg = f"{name!r} names alias {alias!r} and the request names version {version!r}; give one"
         raise SpecError(msg)
