@@ -112,6 +112,17 @@ def test_regression_heatmap_response_and_importance(page: Any, artifacts: Path) 
     assert "prediction: " in text
     assert float(re.search(r"events: ([0-9.e+-]+)", text).group(1)) > 0
     assert page.locator("#chart-regression .chart-colourbar").count() == 1
+    heat = page.locator("#chart-regression svg.chart-svg").bounding_box()
+    all_cells = cells.count()
+    page.mouse.move(heat["x"] + heat["width"] * 0.5, heat["y"] + heat["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(heat["x"] + heat["width"] * 0.7, heat["y"] + heat["height"] * 0.6, steps=4)
+    page.mouse.up()  # zoomed to the bins under the rectangle
+    reset = page.locator("#chart-regression").get_by_role("button", name="Reset zoom")
+    assert reset.is_enabled()
+    assert 0 < cells.count() < all_cells
+    reset.click()
+    assert cells.count() == all_cells
     response = page.locator('#chart-response polyline[data-series="response"]')
     assert len(response.get_attribute("points").split()) >= 5  # bins of the truth
     svg = page.locator("#chart-response svg.chart-svg")

@@ -1,6 +1,7 @@
 // mlaas4hep web UI, job page: per-epoch charts that follow a running job (ui.js polls the
 // job's status and sends each answer as a "job-status" event), and the interactive ROC,
-// score and loss charts of a finished run (charts.js).
+// score and loss charts of a finished run (charts.js), with its confusion matrix,
+// regression and importance charts (eval_charts.js).
 "use strict";
 
 (function () {
@@ -11,6 +12,7 @@
     const live = document.getElementById("live-charts");
     const done = document.getElementById("run-charts");
     if (done) window.MLCharts.runCharts(done, doc.curves, doc.names);
+    if (done && window.MLCharts.evaluationCharts) window.MLCharts.evaluationCharts(done, doc.curves[0]);
     if (!live) return;
     let epochs = -1;
     const draw = (history) => {
