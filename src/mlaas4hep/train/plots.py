@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mlaas4hep.train.atomic import temp_path_for
+from mlaas4hep.train.curves import regression_edges
 from mlaas4hep.train.evaluate import ScoreAccumulator, normalized_confusion
 from mlaas4hep.train.working_points import EFF_B_TARGETS, MIN_EVENTS, Roc, one_vs_rest
 
@@ -239,9 +240,8 @@ def plot_regression(path: Path, test: ScoreAccumulator) -> Path:
     from matplotlib.colors import LogNorm
 
     s, y, w = test.arrays()
-    both = np.r_[s[:, 0], y]
-    low, high = np.quantile(both, [0.001, 0.999]) if len(y) else (0.0, 1.0)
-    edges = np.linspace(low, high if high > low else low + 1, 61)
+    edges = regression_edges(s[:, 0], y)
+    low, high = float(edges[0]), float(edges[-1])
     h, _, _ = np.histogram2d(y, s[:, 0], bins=[edges, edges], weights=w)
     with _figure(path, note="test, weighted", height=8.5) as (fig, (ax,)):
         positive = h[h > 0]
