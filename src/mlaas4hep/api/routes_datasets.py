@@ -109,7 +109,7 @@ def datasets_router(datasets: DatasetStore, principal: Callable[..., Principal])
     )
     def upload_state(sha256: str, caller: Principal = can_read) -> UploadInfo:
         """How many bytes of your unfinished upload of *sha256* the service holds."""
-        return UploadInfo.of(datasets.upload_state(caller.key, sha256))
+        return UploadInfo.of(datasets.uploads.state(caller.key, sha256))
 
     @router.put(
         "/uploads/{sha256}",
@@ -150,7 +150,9 @@ def datasets_router(datasets: DatasetStore, principal: Callable[..., Principal])
             msg = f"the body is {declared} bytes; only {size - offset} remain of {size}"
             raise PayloadTooLarge(msg)
         try:
-            state = await datasets.resume(caller.key, sha256, name, size, offset, request.stream())
+            state = await datasets.uploads.resume(
+                caller.key, sha256, name, size, offset, request.stream()
+            )
         except ClientDisconnect:
             # the client went away mid-body: what arrived is kept for its resume
             log.info("upload %s of %s stopped by the client", sha256, caller.key)
@@ -171,7 +173,7 @@ def datasets_router(datasets: DatasetStore, principal: Callable[..., Principal])
     )
     def discard_upload(sha256: str, caller: Principal = can_modify) -> Response:
         """Drop your unfinished upload of *sha256*."""
-        datasets.discard_upload(caller.key, sha256)
+        datasets.uploads.discard(caller.key, sha256)
         return Response(status_code=204)
 
     @router.get(

@@ -74,12 +74,7 @@ class DatasetStore:
             Conflict: the owner already has a dataset of that name.
         """
         safe_name(name, "dataset name")
-        with self._engine.connect() as conn:
-            taken = conn.execute(
-                select(DatasetRow.id).where(DatasetRow.owner == owner, DatasetRow.name == name)
-            ).first()
-        if taken is not None:
-            raise Conflict(_taken(name))
+        self.check_name_free(owner, name)
         ds_id = uuid.uuid4().hex
         final = owner_dir(self._data_dir, owner) / ds_id / name
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -142,34 +137,13 @@ class DatasetStore:
         return None if row is None else self._dataset(row._mapping)
 
     def check_name_free(self, owner: str, name: str) -> None:
+        """Raise Conflict when *owner* already has a dataset called *name*."""
         with self._engine.connect() as conn:
             taken = conn.execute(
                 select(DatasetRow.id).where(DatasetRow.owner == owner, DatasetRow.name == name)
             ).first()
         if taken is not None:
             raise Conflict(_taken(name))
-
-    # ---- resumable, content-addressed uploads (jobs/uploads.py) ----------------------------
-
-    def upload_state(self, owner: str, sha256: str) -> UploadState:
-        """See :meth:`ResumableUploads.state`."""
-        return self.uploads.state(owner, sha256)
-
-    def discard_upload(self, owner: str, sha256: str) -> None:
-        """See :meth:`ResumableUploads.discard`."""
-        self.uploads.discard(owner, sha256)
-
-    async def resume(
-        self,
-        owner: str,
-        sha256: str,
-        name: str,
-        size: int,
-        offset: int,
-        chunks: AsyncIterator[bytes],
-    ) -> UploadState:
-        """See :meth:`ResumableUploads.resume`."""
-        return await self.uploads.resume(owner, sha256, name, size, offset, chunks)
 
     async def adopt(
         self, owner: str, sha256: str, name: str, size: int, part: Path, digest: str
