@@ -173,7 +173,8 @@ def _evaluate(
         "test": scored.scores.metrics() | evaluation.test,
         "train_sample": train.metrics(),
         "history": history,
-        "training": _summary(folds[0]) | {"seconds": round(sum(f.seconds for f in folds), 3)},
+        "training": folds[0].loop.summary(folds[0].seconds)
+        | {"seconds": round(sum(f.seconds for f in folds), 3)},
         "onnx": {
             "max_abs_diff": worst,
             "per_fold_max_abs_diff": scored.max_abs_diff,
@@ -203,7 +204,7 @@ def _folds_section(
                 "train_events": f.loop.events_per_epoch or 0,
                 "out_of_fold_events": scored.per_fold[f.fold].n_events,
                 "test": {k: figures[k] for k in _HEADLINE if k in figures},
-                "training": _summary(f),
+                "training": f.loop.summary(f.seconds),
                 "history": f.loop.state.history,
             }
         )
@@ -213,20 +214,6 @@ def _folds_section(
         "identifiers": list(spec.data.identifiers),
         "assignment": "preprocess.split.assign_fold of the identifiers",
         "per_fold": per_fold,
-    }
-
-
-def _summary(f: TrainedFold) -> dict[str, Any]:
-    s, events = f.loop.state, f.loop.events_per_epoch or 0
-    rate = round(events * len(s.history) / f.seconds, 1) if f.seconds > 0 else None
-    return {
-        "epochs_run": len(s.history),
-        "best_epoch": s.best_epoch,
-        "best_loss": s.best_loss,
-        "stopped_early": s.stopped_early,
-        "events_per_epoch": events,
-        "seconds": round(f.seconds, 3),
-        "events_per_second": rate,
     }
 
 

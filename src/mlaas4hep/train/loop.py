@@ -114,6 +114,20 @@ class TrainingLoop:
             self.engine.load(best)
         return self.state.history
 
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """What ``metrics.json`` says of this training (*seconds*: its wall time)."""
+        s, events = self.state, self.events_per_epoch or 0
+        rate = round(events * len(s.history) / seconds, 1) if seconds > 0 else None
+        return {
+            "epochs_run": len(s.history),
+            "best_epoch": s.best_epoch,
+            "best_loss": s.best_loss,
+            "stopped_early": s.stopped_early,
+            "events_per_epoch": events,
+            "seconds": round(seconds, 3),
+            "events_per_second": rate,
+        }
+
     def _epoch(self, epoch: int) -> None:
         t = self.config.train
         batches = EpochBatches(

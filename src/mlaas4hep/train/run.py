@@ -363,7 +363,7 @@ def _evaluate(
         "test": test,
         "train_sample": trained.train_scores.metrics(),
         "history": history,
-        "training": _training_summary(trained.loop, trained.seconds),
+        "training": trained.loop.summary(trained.seconds),
         "onnx": {
             "max_abs_diff": parity.max_abs_diff,
             "events_compared": parity.n_compared,
@@ -400,20 +400,6 @@ def _checked_metrics(scores: ScoreAccumulator, split: Split) -> dict[str, Any]:
         msg = f"the {split} split is empty after the cuts; loosen the cuts or enlarge the split"
         raise DataQualityError(msg)
     return scores.metrics()
-
-
-def _training_summary(loop: TrainingLoop, seconds: float) -> dict[str, Any]:
-    s = loop.state
-    events = loop.events_per_epoch or 0
-    return {
-        "epochs_run": len(s.history),
-        "best_epoch": s.best_epoch,
-        "best_loss": s.best_loss,
-        "stopped_early": s.stopped_early,
-        "events_per_epoch": events,
-        "seconds": round(seconds, 3),
-        "events_per_second": round(events * len(s.history) / seconds, 1) if seconds > 0 else None,
-    }
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, float]:
