@@ -54,7 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("mlaas4hep.cli.datasets", "your datasets on the service: list, upload, rm"),
     "models": (
         "mlaas4hep.cli.models",
-        "models published in the service: list, show, rm, aliases, promote, rollback, policy",
+        "published models: list, show, rm, aliases, promote, rollback, policy",
     ),
     "completion": ("mlaas4hep.cli.completion", "print a shell completion script (bash|zsh|fish)"),
 }

@@ -142,7 +142,7 @@ def plot_scores(
             score_of = _name(class_names, 1 if test.task == "binary" else col)
             ax.set(xlabel=f"score ({score_of})", ylabel="normalised events", xlim=(0, 1))
             _finish_scale(ax, log)
-            ax.legend(fontsize="x-small", ncols=1)
+            ax.legend(loc="upper center", fontsize="x-small", ncols=1)
     return path
 
 
@@ -209,7 +209,7 @@ def _plot_residuals(
         _overlay(ax, train, test, 0, 0, bins, "all", pvalue, values=lambda s, y: s[:, 0] - y)
         ax.set(xlabel="prediction - truth", ylabel="normalised events")
         _finish_scale(ax, log)
-        ax.legend(fontsize="small")
+        ax.legend(loc="upper right", fontsize="small")
     return path
 
 
@@ -304,7 +304,7 @@ def plot_history(path: Path, history: Sequence[dict[str, Any]]) -> Path:
             values = [h.get(key, np.nan) for h in history]
             axes[0].plot(epochs, values, "o-", label=key.replace("_", " "))
         axes[0].set(xlabel="epoch", ylabel="loss")
-        axes[0].legend()
+        axes[0].legend(loc="upper right")
         if has_auc:
             axes[1].plot(epochs, [h.get("val_auc", np.nan) for h in history], "o-", color="C2")
             axes[1].set(xlabel="epoch", ylabel="validation ROC AUC")

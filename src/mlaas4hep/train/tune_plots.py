@@ -35,7 +35,7 @@ def plot_history(path: Path, rows: Sequence[dict[str, Any]], metric: str, direct
             best.append(running)
         ax.step([r["number"] for r in done], best, where="post", color="C1", label="best so far")
         ax.set(xlabel="trial", ylabel=metric.replace("_", " "))
-        ax.legend()
+        ax.legend(loc="lower right")
         for r in rows:
             curve = sorted((int(k), v) for k, v in r["intermediate"].items() if v is not None)
             if curve:
