@@ -100,8 +100,11 @@ def test_submit_watch_it_finish_and_see_the_plots(page: Any, artifacts: Path) ->
     page.wait_for_url(re.compile(r"/ui/jobs/[0-9a-f]{32}$"))
     page.wait_for_selector("#job-state.state-running, #job-state.state-succeeded")
     shot(page, artifacts, "04-job-running", key=True)
-    # The page reloads itself when the job ends; the plots come with the succeeded page.
-    page.wait_for_selector('img[data-plot="plots/roc.png"]', timeout=JOB_TIMEOUT_MS)
+    # The page reloads itself when the job ends; the plots come with the succeeded page
+    # (below the interactive charts: lazy images, not visible until scrolled to).
+    page.wait_for_selector(
+        'img[data-plot="plots/roc.png"]', state="attached", timeout=JOB_TIMEOUT_MS
+    )
     assert page.locator("#job-state").inner_text() == "succeeded"
     roc = page.locator('img[data-plot="plots/roc.png"]')
     roc.scroll_into_view_if_needed()
