@@ -23,6 +23,7 @@ import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from mlaas4hep.auth.principal import Principal
@@ -32,6 +33,8 @@ from mlaas4hep.serve.compression import Inflater, compress, request_coding, resp
 from mlaas4hep.serve.errors import UnsupportedEncoding
 
 log = logging.getLogger(__name__)
+#: What nginx logs for a client that closed the connection before the answer (never sent).
+CLIENT_CLOSED = 499
 
 #: Compressed chunks up to this size inflate on the event loop (at most ~16 MB of output
 #: at deflate's ~1030:1 peak, a few ms); larger ones in a worker thread.
@@ -57,6 +60,11 @@ def error_response(exc: Exception) -> Response:
     """Map an exception to ``{"error": message}`` with the right status and headers."""
     if isinstance(exc, RequestValidationError):
         return json_response({"error": f"invalid request: {exc.errors()}"}, 400)
+    if isinstance(exc, ClientDisconnect):
+        # The client left mid-body (a load generator stopping, a cancelled call): nobody
+        # reads the answer, and it is not the server's error to log with a traceback.
+        log.debug("client disconnected before its request body was read")
+        return json_response({"error": "the client disconnected"}, CLIENT_CLOSED)
     if not isinstance(exc, Mlaas4hepError):
         log.exception("unexpected error in an inference route", exc_info=exc)
         return json_response({"error": "internal error; see the server log"}, 500)

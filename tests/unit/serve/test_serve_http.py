@@ -80,3 +80,15 @@ def test_auth_cache_expires() -> None:
     cache("Bearer a", None)
     cache("Bearer a", None)
     assert len(calls) == 2
+
+
+def test_a_client_that_left_mid_body_is_not_an_internal_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # wrk stopping with requests in flight logged a traceback per request, as a 500.
+    from starlette.requests import ClientDisconnect
+
+    with caplog.at_level("INFO", logger="mlaas4hep.serve.http"):
+        response = error_response(ClientDisconnect())
+    assert response.status_code == 499
+    assert not caplog.records
