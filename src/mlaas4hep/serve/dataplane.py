@@ -39,12 +39,13 @@ from mlaas4hep.serve.folds import (
     with_fold,
 )
 from mlaas4hep.serve.manager import LoadedVersion, ModelManager
-from mlaas4hep.serve.metadata import TensorSpec
 from mlaas4hep.serve.metrics import InferenceMetrics
+from mlaas4hep.serve.model_config import model_config
 from mlaas4hep.serve.ownership import ModelOwners
 from mlaas4hep.serve.raw import PASS_OUTPUT, SCORES_OUTPUT, decode_columns, raw_outputs
 from mlaas4hep.serve.registry import split_ref
 from mlaas4hep.serve.repository import MODEL_NAME as _NAME
+from mlaas4hep.serve.request_checks import check_inputs, is_raw, select_outputs
 
 Authorize = Callable[[Principal, str, str], bool]
 EXTENSIONS = (
@@ -247,7 +248,7 @@ class DataPlane:
         # a k-folded model's optional fold input, or the identifiers: serve/folds.py
         folds, branches = loaded.metadata.folds, [r.name for r in loaded.raw.inputs]
         request, fold = request_fold(loaded.name, loaded.metadata, request, branches)
-        if _is_raw(loaded, request):  # raw event columns (serve/raw.py): no batcher
+        if is_raw(loaded, request):  # raw event columns (serve/raw.py): no batcher
             computed = time.perf_counter()
             outputs = await self._score_raw(loaded, request, fold)
             rows = len(outputs[SCORES_OUTPUT])
@@ -259,7 +260,7 @@ class DataPlane:
             outputs = await loaded.batcher.submit(feeds, rows)
             defaults = loaded.output_names
         ran = time.perf_counter()
-        return _select_outputs(loaded, request, outputs, defaults), rows, computed, ran
+        return select_outputs(loaded, request, outputs, defaults), rows, computed, ran
 
     async def _score_raw(
         self, loaded: LoadedVersion, request: InferRequest, fold: Array | None = None
@@ -267,7 +268,7 @@ class DataPlane:
         """Decode raw columns, preprocess and score them in an inference thread (with
         the model of each event given by *fold*, for a k-folded model)."""
         raw = loaded.raw
-        assert raw.preprocessor is not None  # _is_raw checked it
+        assert raw.preprocessor is not None  # is_raw checked it
         columns = decode_columns(loaded.name, raw.inputs, request.inputs, request.datatypes)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
@@ -387,53 +388,6 @@ class DataPlane:
         await self.manager.unload(name)
 
 
-def model_config(loaded: LoadedVersion) -> dict[str, Any]:
-    """A version's configuration as Triton's ``ModelConfig`` JSON (what tritonclient reads).
-
-    Every input and output has a dynamic first axis, so ``max_batch_size`` is the batching
-    policy's and ``dims`` leave the batch axis out (a tensor of one value per row is
-    ``dims: [1]`` reshaped to ``[]``, Triton's convention).
-    """
-    batching, policy = loaded.config.batching, loaded.config.version_policy
-    if policy.specific:
-        versions: dict[str, Any] = {"specific": {"versions": list(policy.specific)}}
-    elif policy.latest is None:
-        versions = {"all": {}}
-    else:
-        versions = {"latest": {"num_versions": policy.latest}}
-    meta = loaded.metadata
-    return {
-        "name": loaded.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
-        "version_policy": versions,
-        "max_batch_size": batching.max_batch_size,
-        "input": [_config_tensor(t) for t in meta.inputs],
-        "output": [_config_tensor(t) for t in meta.outputs],
-        "dynamic_batching": {
-            "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
-            "default_queue_policy": {"max_queue_size": batching.max_queue_size},
-        },
-        "instance_group": [{"name": loaded.name, "kind": "KIND_CPU", "count": 1}],
-        "parameters": {
-            "max_queue_rows": {"string_value": str(batching.max_queue_rows)},
-            "version": {"string_value": str(loaded.version)},
-            "feature_names": {"string_value": ",".join(meta.feature_names)},
-            "raw_event_columns": {"string_value": str(loaded.raw.preprocessor is not None)},
-        },
-    }
-
-
-def _config_tensor(spec: TensorSpec) -> dict[str, Any]:
-    tensor: dict[str, Any] = {"name": spec.name, "data_type": "TYPE_" + spec.datatype}
-    dims = list(spec.shape[1:])
-    if dims:
-        tensor["dims"] = dims
-    else:
-        tensor["dims"], tensor["reshape"] = [1], {"shape": []}
-    return tensor
-
-
 def _raw_metadata(loaded: LoadedVersion) -> dict[str, Any]:
     """``raw_inputs``/``raw_outputs`` of a model that takes raw event columns (else none)."""
     if loaded.raw.preprocessor is None:
@@ -447,65 +401,3 @@ def _needed(action: str, name: str) -> str:
     if action == "infer":
         return f"{model_scope('read', name)!r} or {INFERENCE_SCOPE!r}"
     return repr(model_scope(action, name))
-
-
-def check_inputs(loaded: LoadedVersion, inputs: dict[str, Array], datatypes: dict[str, str]) -> int:
-    """Check tensors against the model's inputs; return the common batch size (rows)."""
-    specs = loaded.input_specs
-    if inputs.keys() != specs.keys():
-        msg = (
-            f"model {loaded.name!r} takes inputs {sorted(specs)}, the request sent {sorted(inputs)}"
-        )
-        raise InvalidInput(msg)
-    rows = {_check_tensor(specs[n], a, datatypes[n]) for n, a in inputs.items()}
-    if len(rows) != 1:
-        msg = f"inputs of model {loaded.name!r} must share their first (batch) axis; got {rows}"
-        raise InvalidInput(msg)
-    return rows.pop()
-
-
-def _check_tensor(spec: TensorSpec, array: Array, datatype: str) -> int:
-    if datatype != spec.datatype:
-        msg = f"input {spec.name!r} must be {spec.datatype}, the request says {datatype}"
-        raise InvalidInput(msg)
-    bad_rank = array.ndim != len(spec.shape)
-    if bad_rank or any(w > 0 and w != d for w, d in zip(spec.shape, array.shape, strict=True)):
-        msg = f"input {spec.name!r} must have shape {list(spec.shape)}, got {list(array.shape)}"
-        raise InvalidInput(msg)
-    if array.shape[0] < 1:
-        msg = f"input {spec.name!r} has no rows"
-        raise InvalidInput(msg)
-    return int(array.shape[0])
-
-
-def _is_raw(loaded: LoadedVersion, request: InferRequest) -> bool:
-    """A request for the raw columns: the model takes them and the feature tensors are
-    not what was sent (the feature-tensor path is then exactly as for any model)."""
-    features = loaded.input_specs.keys()
-    if request.inputs.keys() == features:
-        return False
-    if loaded.raw.reason:  # it carries preprocessing that cannot be served: say why
-        msg = (
-            f"model {loaded.name!r} takes inputs {sorted(features)}; it cannot take raw "
-            f"event columns: {loaded.raw.reason}"
-        )
-        raise InvalidInput(msg)
-    return loaded.raw.preprocessor is not None
-
-
-def _select_outputs(
-    loaded: LoadedVersion,
-    request: InferRequest,
-    outputs: dict[str, Array],
-    defaults: tuple[str, ...],
-) -> list[tuple[str, Array, bool]]:
-    if request.outputs is None:
-        return [(n, outputs[n], request.binary_output) for n in defaults]
-    chosen = []
-    for wanted in request.outputs:
-        if wanted.name not in outputs:
-            msg = f"model {loaded.name!r} has outputs {sorted(outputs)}, not {wanted.name!r}"
-            raise InvalidInput(msg)
-        binary = request.binary_output if wanted.binary is None else wanted.binary
-        chosen.append((wanted.name, outputs[wanted.name], binary))
-    return chosen

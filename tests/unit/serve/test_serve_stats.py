@@ -11,8 +11,8 @@ import pytest
 
 from mlaas4hep.serve import openapi
 from mlaas4hep.serve.batching import Batcher
-from mlaas4hep.serve.dataplane import model_config
 from mlaas4hep.serve.manager import LoadedVersion
+from mlaas4hep.serve.model_config import model_config
 from mlaas4hep.serve.repository import ModelConfig, VersionPolicy
 from mlaas4hep.serve.runtime import OnnxModel
 from mlaas4hep.serve.settings import BatchPolicy
