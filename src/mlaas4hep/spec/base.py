@@ -53,6 +53,13 @@ def _check_name(name: str, section: str) -> None:
         raise ValueError(msg)
 
 
+def _check_names(mapping: dict[str, str], section: str) -> dict[str, str]:
+    """*mapping* unchanged when every key is a valid *section* name (``_check_name``)."""
+    for name in mapping:
+        _check_name(name, section)
+    return mapping
+
+
 def canonical_hash(obj: Any) -> str:
     """SHA-256 hex digest of *obj* as canonical JSON (sorted keys, no spaces)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from mlaas4hep.spec.base import CutSpec, _check_name, _cut_specs, _Strict
+from mlaas4hep.spec.base import CutSpec, _check_names, _cut_specs, _Strict
 
 
 class DatasetSpec(_Strict):
@@ -59,9 +59,7 @@ class DatasetSpec(_Strict):
     @field_validator("define")
     @classmethod
     def _define_names(cls, define: dict[str, str]) -> dict[str, str]:
-        for name in define:
-            _check_name(name, "define")
-        return define
+        return _check_names(define, "define")
 
     @model_validator(mode="after")
     def _label_or_class(self) -> DatasetSpec:

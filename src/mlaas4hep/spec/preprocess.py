@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mlaas4hep.spec.base import CutSpec, _check_name, _cut_specs, _Strict
+from mlaas4hep.spec.base import CutSpec, _check_names, _cut_specs, _Strict
 
 
 class ObjectFeatureSpec(_Strict):
@@ -179,16 +179,12 @@ class PreprocessSpec(_Strict):
     @field_validator("define")
     @classmethod
     def _define_names(cls, define: dict[str, str]) -> dict[str, str]:
-        for name in define:
-            _check_name(name, "define")
-        return define
+        return _check_names(define, "define")
 
     @field_validator("select")
     @classmethod
     def _select_names(cls, select: dict[str, str]) -> dict[str, str]:
-        for name in select:
-            _check_name(name, "select")
-        return select
+        return _check_names(select, "select")
 
     def cut_list(self) -> list[CutSpec]:
         """The cuts as ``CutSpec`` objects (plain strings are named after themselves)."""

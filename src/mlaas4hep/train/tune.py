@@ -339,7 +339,8 @@ def adopt_best(
                       allow_user_code=ctx.allow_user_code)  # fmt: skip
     best = found.best_spec
     shutil.rmtree(config.checkpoint_dir, ignore_errors=True)
-    shutil.copytree(found.checkpoints, config.checkpoint_dir)
+    # A trial's files are the job's own (user code may run in it): links stay links.
+    shutil.copytree(found.checkpoints, config.checkpoint_dir, symlinks=True)
     return Adopted(
         best,
         dataclasses.replace(ctx, model=best.model, train=best.train),
